@@ -1,0 +1,190 @@
+"""ISFL losses: fidelity, invariance and necessity (../shared/docs/METHOD.md), for 2D and 3D.
+
+``L = w_f * L_f + w_inv * L_inv + w_nec * L_nec`` with the paper's weights 1, 0.1, 0.05 by default.
+
+Necessity has two opposite readings of the paper, both available through ``necessity_mode``:
+
+* ``"reward"`` (the paper's text): each modality must matter, so an output that does *not* change when
+  a modality is dropped is penalised: ``mean_i relu(margin - |y_drop_i - y|)``;
+* ``"penalize"`` (the authors' released code): robustness to a missing modality, so the change is
+  penalised: ``mean_i |y_drop_i - y|``;
+* ``"off"``: no necessity term.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from monai.losses import SSIMLoss
+from torch import nn
+
+__all__ = ["FidelityLoss", "ISFLLoss", "ISFLLossWeights", "laplacian", "necessity_loss", "invariance_loss"]
+
+NECESSITY_MODES = ("reward", "penalize", "off")
+
+
+def laplacian(image: torch.Tensor) -> torch.Tensor:
+    """Discrete Laplacian (4-neighbour in 2D, 6-neighbour in 3D) of ``(B, C, *spatial)``, replicate padding."""
+    spatial_dims = image.ndim - 2
+    padded = F.pad(image, (1, 1) * spatial_dims, mode="replicate")
+    centre = tuple(slice(1, -1) for _ in range(spatial_dims))
+    result = -2.0 * spatial_dims * padded[(slice(None), slice(None)) + centre]
+    for axis in range(spatial_dims):
+        for shift in (slice(0, -2), slice(2, None)):
+            index = list(centre)
+            index[axis] = shift
+            result = result + padded[(slice(None), slice(None)) + tuple(index)]
+    return result
+
+
+class FidelityLoss(nn.Module):
+    """Fidelity of the fused image ``(B, 1, *S)`` to its sources ``(B, N, *S)``.
+
+    ``intensity * mean_i L1(y, x_i) + gradient * L1(|lap y|, max_i |lap x_i|)
+    + ssim * mean_i (1 - SSIM(y, x_i))``. The L1 term pulls toward the sources' mean rather than
+    their maximum, so dark functional regions (hypo-uptake) are not hidden under bright anatomy; the
+    gradient term keeps the strongest edge of any modality.
+
+    Args:
+        spatial_dims: 2 or 3.
+        intensity, gradient, ssim: term weights (>= 0).
+        ssim_window: SSIM window size (MONAI's gaussian kernel).
+    """
+
+    def __init__(
+        self, spatial_dims: int, intensity: float = 1.0, gradient: float = 1.0, ssim: float = 1.0,
+        ssim_window: int = 7,
+    ) -> None:
+        super().__init__()
+        if min(intensity, gradient, ssim) < 0:
+            raise ValueError("fidelity term weights must be >= 0")
+        self.weights = {"intensity": intensity, "gradient": gradient, "ssim": ssim}
+        self.ssim = SSIMLoss(spatial_dims, data_range=1.0, win_size=ssim_window, kernel_sigma=1.5)
+
+    def forward(self, fused: torch.Tensor, sources: torch.Tensor) -> dict[str, torch.Tensor]:
+        batch, num_mod = sources.shape[:2]
+        terms = {"intensity": (fused - sources).abs().mean()}
+        edges = laplacian(sources).abs().amax(dim=1, keepdim=True)
+        terms["gradient"] = (laplacian(fused).abs() - edges).abs().mean()
+        if self.weights["ssim"] > 0:
+            fused_rep = fused.expand(-1, num_mod, *fused.shape[2:]).reshape(batch * num_mod, 1, *fused.shape[2:])
+            terms["ssim"] = self.ssim(fused_rep.float(), sources.reshape(batch * num_mod, 1, *sources.shape[2:]).float())
+        else:
+            terms["ssim"] = fused.new_zeros(())
+        terms["fidelity"] = sum(self.weights[k] * terms[k] for k in ("intensity", "gradient", "ssim"))
+        return terms
+
+
+def invariance_loss(
+    fused_intervened: torch.Tensor,
+    gate_intervened: torch.Tensor,
+    fused_clean: torch.Tensor,
+    gates: list[torch.Tensor],
+    gate_target: float = 0.3,
+    entropy_weight: float = 0.1,
+) -> dict[str, torch.Tensor]:
+    """Gate-weighted consistency of masked passes with the clean pass, plus a gate regulariser.
+
+    Args:
+        fused_intervened: ``(P, B, 1, *S)`` outputs of the P masking passes.
+        gate_intervened: ``(P, B, 1, *S)`` finest-scale gates of those passes.
+        fused_clean: ``(B, 1, *S)`` clean output (used as a fixed target).
+        gates: every gate map of every pass (any scale), for the regulariser.
+    """
+    consistency = (gate_intervened * (fused_intervened - fused_clean.detach().unsqueeze(0)).abs()).mean()
+    gate_mean = torch.stack([g.float().mean() for g in gates]).mean()
+    eps = 1e-6
+    entropy = torch.stack(
+        [(-(g * (g + eps).log() + (1 - g) * (1 - g + eps).log())).float().mean() for g in gates]
+    ).mean()
+    regulariser = (gate_mean - gate_target) ** 2 + entropy_weight * entropy
+    return {"consistency": consistency, "gate_reg": regulariser, "gate_mean": gate_mean.detach(),
+            "invariance": consistency + regulariser}
+
+
+def necessity_loss(
+    fused_dropped: torch.Tensor, fused_clean: torch.Tensor, mode: str = "penalize", margin: float = 0.1
+) -> torch.Tensor:
+    """Necessity from the modality-dropout passes ``(N, B, 1, *S)`` against the clean output.
+
+    See the module docstring for ``mode``; ``margin`` bounds the reward of ``"reward"``.
+    """
+    if mode not in NECESSITY_MODES:
+        raise ValueError(f"necessity mode must be one of {NECESSITY_MODES}, got {mode!r}")
+    if mode == "off":
+        return fused_clean.new_zeros(())
+    change = (fused_dropped - fused_clean.detach().unsqueeze(0)).abs().flatten(2).mean(dim=2)  # (N, B)
+    if mode == "penalize":
+        return change.mean()
+    return F.relu(margin - change).mean()
+
+
+@dataclass
+class ISFLLossWeights:
+    """Term weights of :class:`ISFLLoss` (paper defaults for the three top-level terms)."""
+
+    fidelity: float = 1.0
+    invariance: float = 0.1
+    necessity: float = 0.05
+    intensity: float = 1.0
+    gradient: float = 1.0
+    ssim: float = 1.0
+    gate_target: float = 0.3
+    gate_entropy: float = 0.1
+    necessity_mode: str = "penalize"
+    necessity_margin: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.necessity_mode not in NECESSITY_MODES:
+            raise ValueError(f"necessity_mode must be one of {NECESSITY_MODES}, got {self.necessity_mode!r}")
+        for name, value in asdict(self).items():
+            if name != "necessity_mode" and value < 0:
+                raise ValueError(f"loss weight {name} must be >= 0, got {value}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class ISFLLoss(nn.Module):
+    """The full ISFL objective over the outputs of one training step (see :func:`training_step`)."""
+
+    def __init__(self, spatial_dims: int, weights: ISFLLossWeights | None = None) -> None:
+        super().__init__()
+        self.weights = weights or ISFLLossWeights()
+        w = self.weights
+        self.fidelity = FidelityLoss(spatial_dims, w.intensity, w.gradient, w.ssim)
+
+    def forward(
+        self,
+        sources: torch.Tensor,
+        clean: dict,
+        masked: dict | None = None,
+        dropped: dict | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Args:
+            sources: ``(B, N, *S)`` clean inputs.
+            clean: network maps of the clean pass (``fused``, ``gates``).
+            masked: maps of the masking passes, each tensor stacked ``(P, B, ...)``; gates a list.
+            dropped: ``fused`` of the dropout passes stacked ``(N, B, 1, *S)``.
+
+        Returns:
+            every term (``loss`` is the weighted total, the others detached for logging).
+        """
+        w = self.weights
+        terms = self.fidelity(clean["fused"], sources)
+        total = w.fidelity * terms["fidelity"]
+        if masked is not None and w.invariance > 0:
+            inv = invariance_loss(
+                masked["fused"], masked["gates"][0], clean["fused"], list(clean["gates"]) + list(masked["gates"]),
+                w.gate_target, w.gate_entropy,
+            )
+            terms.update(inv)
+            total = total + w.invariance * inv["invariance"]
+        if dropped is not None and w.necessity_mode != "off" and w.necessity > 0:
+            terms["necessity"] = necessity_loss(dropped["fused"], clean["fused"], w.necessity_mode, w.necessity_margin)
+            total = total + w.necessity * terms["necessity"]
+        out = {k: v.detach() for k, v in terms.items()}
+        out["loss"] = total
+        return out
