@@ -38,11 +38,11 @@ _LAZY = {
 __all__ = ["__version__", *_LAZY]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ._layers import fuse_layers
-    from .checkpoint import available_models, load_model, save_checkpoint
-    from .inference import FusionCancelled, FusionResult, fuse, fuse_files
-    from .io import read_image, write_image
-    from .model import ISFLNet
+    from ._layers import fuse_layers  # noqa: F401
+    from .checkpoint import available_models, load_model, save_checkpoint  # noqa: F401
+    from .inference import FusionCancelled, FusionResult, fuse, fuse_files  # noqa: F401
+    from .io import read_image, write_image  # noqa: F401
+    from .model import ISFLNet  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

@@ -26,7 +26,7 @@ NECESSITY_MODES = ("reward", "penalize", "off")
 
 
 def laplacian(image: torch.Tensor) -> torch.Tensor:
-    """Discrete Laplacian (4-neighbour in 2D, 6-neighbour in 3D) of ``(B, C, *spatial)``, replicate padding."""
+    """Discrete Laplacian (4-neighbour in 2D, 6-neighbour in 3D) of ``(B, C, *spatial)``, replicate pad."""
     spatial_dims = image.ndim - 2
     padded = F.pad(image, (1, 1) * spatial_dims, mode="replicate")
     centre = tuple(slice(1, -1) for _ in range(spatial_dims))
@@ -54,7 +54,11 @@ class FidelityLoss(nn.Module):
     """
 
     def __init__(
-        self, spatial_dims: int, intensity: float = 1.0, gradient: float = 1.0, ssim: float = 1.0,
+        self,
+        spatial_dims: int,
+        intensity: float = 1.0,
+        gradient: float = 1.0,
+        ssim: float = 1.0,
         ssim_window: int = 7,
     ) -> None:
         super().__init__()
@@ -69,8 +73,12 @@ class FidelityLoss(nn.Module):
         edges = laplacian(sources).abs().amax(dim=1, keepdim=True)
         terms["gradient"] = (laplacian(fused).abs() - edges).abs().mean()
         if self.weights["ssim"] > 0:
-            fused_rep = fused.expand(-1, num_mod, *fused.shape[2:]).reshape(batch * num_mod, 1, *fused.shape[2:])
-            terms["ssim"] = self.ssim(fused_rep.float(), sources.reshape(batch * num_mod, 1, *sources.shape[2:]).float())
+            fused_rep = fused.expand(-1, num_mod, *fused.shape[2:]).reshape(
+                batch * num_mod, 1, *fused.shape[2:]
+            )
+            terms["ssim"] = self.ssim(
+                fused_rep.float(), sources.reshape(batch * num_mod, 1, *sources.shape[2:]).float()
+            )
         else:
             terms["ssim"] = fused.new_zeros(())
         terms["fidelity"] = sum(self.weights[k] * terms[k] for k in ("intensity", "gradient", "ssim"))
@@ -100,8 +108,12 @@ def invariance_loss(
         [(-(g * (g + eps).log() + (1 - g) * (1 - g + eps).log())).float().mean() for g in gates]
     ).mean()
     regulariser = (gate_mean - gate_target) ** 2 + entropy_weight * entropy
-    return {"consistency": consistency, "gate_reg": regulariser, "gate_mean": gate_mean.detach(),
-            "invariance": consistency + regulariser}
+    return {
+        "consistency": consistency,
+        "gate_reg": regulariser,
+        "gate_mean": gate_mean.detach(),
+        "invariance": consistency + regulariser,
+    }
 
 
 def necessity_loss(
@@ -177,13 +189,19 @@ class ISFLLoss(nn.Module):
         total = w.fidelity * terms["fidelity"]
         if masked is not None and w.invariance > 0:
             inv = invariance_loss(
-                masked["fused"], masked["gates"][0], clean["fused"], list(clean["gates"]) + list(masked["gates"]),
-                w.gate_target, w.gate_entropy,
+                masked["fused"],
+                masked["gates"][0],
+                clean["fused"],
+                list(clean["gates"]) + list(masked["gates"]),
+                w.gate_target,
+                w.gate_entropy,
             )
             terms.update(inv)
             total = total + w.invariance * inv["invariance"]
         if dropped is not None and w.necessity_mode != "off" and w.necessity > 0:
-            terms["necessity"] = necessity_loss(dropped["fused"], clean["fused"], w.necessity_mode, w.necessity_margin)
+            terms["necessity"] = necessity_loss(
+                dropped["fused"], clean["fused"], w.necessity_mode, w.necessity_margin
+            )
             total = total + w.necessity * terms["necessity"]
         out = {k: v.detach() for k, v in terms.items()}
         out["loss"] = total

@@ -56,7 +56,9 @@ def modality_indices(
     return index.unsqueeze(0).expand(batch_size, -1)
 
 
-def _attend(query: torch.Tensor, key_t: torch.Tensor, value: torch.Tensor, chunk: int = 131072) -> torch.Tensor:
+def _attend(
+    query: torch.Tensor, key_t: torch.Tensor, value: torch.Tensor, chunk: int = 131072
+) -> torch.Tensor:
     """``softmax(query @ key_t) @ value`` in chunks of query rows.
 
     There are few keys (a pooled grid), so the work is a thin ``(L, T)`` matrix per chunk; chunking
@@ -65,9 +67,7 @@ def _attend(query: torch.Tensor, key_t: torch.Tensor, value: torch.Tensor, chunk
     """
     if query.shape[1] <= chunk:
         return torch.softmax(query @ key_t, dim=-1) @ value
-    return torch.cat(
-        [torch.softmax(q @ key_t, dim=-1) @ value for q in query.split(chunk, dim=1)], dim=1
-    )
+    return torch.cat([torch.softmax(q @ key_t, dim=-1) @ value for q in query.split(chunk, dim=1)], dim=1)
 
 
 class PooledCrossAttention(nn.Module):
@@ -274,6 +274,8 @@ class ISFLNet(nn.Module):
             raise ValueError(f"features needs at least two positive channel counts, got {features}")
         if grid_size < 1:
             raise ValueError(f"grid_size must be >= 1, got {grid_size}")
+        act = tuple(act) if isinstance(act, list) else act  # lists come back from YAML/JSON configs
+        norm = tuple(norm) if isinstance(norm, list) else norm
         modalities = tuple(str(m).lower() for m in modalities)
         if not modalities or len(set(modalities)) != len(modalities):
             raise ValueError(f"modalities must be non-empty and unique, got {modalities}")
@@ -281,6 +283,16 @@ class ISFLNet(nn.Module):
             raise ValueError(f"encoder must be 'shared' or 'per_modality', got {encoder!r}")
         self.spatial_dims = spatial_dims
         self.modalities = modalities
+        # the constructor arguments, so a checkpoint can rebuild exactly this network
+        self.init_args = {
+            "spatial_dims": spatial_dims,
+            "modalities": list(modalities),
+            "features": list(features),
+            "grid_size": int(grid_size),
+            "encoder": encoder,
+            "act": act,
+            "norm": norm,
+        }
         self.features = features
         self.encoder_mode = encoder
         self.size_multiple = 2 ** (len(features) - 1)
@@ -379,8 +391,10 @@ class ISFLNet(nn.Module):
             return fused
         return {
             "fused": fused,
-            "gates": [g[(slice(None), slice(None)) + tuple(slice(0, -(-s // 2**lv)) for s in spatial)]
-                      for lv, g in enumerate(gates)],
+            "gates": [
+                g[(slice(None), slice(None)) + tuple(slice(0, -(-s // 2**lv)) for s in spatial)]
+                for lv, g in enumerate(gates)
+            ],
             "contributions": contributions[crop],
         }
 

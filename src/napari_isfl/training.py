@@ -123,5 +123,5 @@ def training_step(
         masked_maps = {"fused": fused[start:stop], "gates": [g[start:stop] for g in gates]}
         start = stop
     if dropped is not None:
-        dropped_maps = {"fused": fused[start:start + num_mod]}
+        dropped_maps = {"fused": fused[start : start + num_mod]}
     return criterion(images, clean, masked_maps, dropped_maps)

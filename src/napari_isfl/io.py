@@ -1,0 +1,341 @@
+"""Reading and writing images: NIfTI (with affine and header), PNG/JPEG/BMP and TIFF.
+
+Conventions (applied here and nowhere else):
+
+* NIfTI arrays keep nibabel's (x, y, z) voxel order and their stored dtype (int16 stays int16; no
+  ``get_fdata`` float64 blow-up). The affine and header travel with the array in :class:`ImageData`
+  so that :func:`write_image` restores them exactly.
+* 2D images are (rows, columns). A colour (RGB) image is kept as its luminance Y (ITU-R BT.601, as
+  in YCbCr), with the chroma (Cb, Cr) alongside so a fused Y can be coloured back (the usual way of
+  fusing pseudo-colour PET/SPECT with MRI).
+* Every write goes to a temporary file in the target folder first and is renamed into place, so a
+  failed run never leaves a half-written file nor replaces an existing output.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "CoregistrationError",
+    "ImageData",
+    "atomic_write",
+    "check_coregistration",
+    "image_suffix",
+    "read_image",
+    "resample_to_reference",
+    "rgb_to_ycbcr",
+    "write_image",
+    "ycbcr_to_rgb",
+]
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+TIFF_SUFFIXES = (".tif", ".tiff")
+
+
+class CoregistrationError(ValueError):
+    """Inputs that are not on one voxel grid."""
+
+
+@dataclass
+class ImageData:
+    """An image with what is needed to write a result back in the same space.
+
+    Attributes:
+        array: the voxels ((x, y, z) for NIfTI, (rows, cols) for 2D); luminance for colour images.
+        path: where it was read from (``None`` for in-memory data).
+        kind: ``"nifti"``, ``"raster"`` (PNG/JPEG/BMP), ``"tiff"`` or ``"array"``.
+        affine: 4x4 voxel-to-world matrix (NIfTI), else ``None``.
+        header: the NIfTI header, kept for writing.
+        chroma: ``(2, rows, cols)`` Cb/Cr of a colour image, else ``None``.
+        stored_shape: shape on disk (a NIfTI ``(x, y, 1)`` slice is fused as 2D and written back 3D).
+    """
+
+    array: np.ndarray
+    path: Path | None = None
+    kind: str = "array"
+    affine: np.ndarray | None = None
+    header: object | None = None
+    chroma: np.ndarray | None = None
+    stored_shape: tuple[int, ...] = field(default=())
+
+    @property
+    def name(self) -> str:
+        return self.path.name if self.path is not None else "array"
+
+    @property
+    def spacing(self) -> tuple[float, ...]:
+        if self.affine is None:
+            return (1.0,) * self.array.ndim
+        return tuple(float(v) for v in np.linalg.norm(self.affine[:3, : self.array.ndim], axis=0))
+
+    @property
+    def is_color(self) -> bool:
+        return self.chroma is not None
+
+
+def image_suffix(path: str | os.PathLike) -> str:
+    """The file type suffix, treating ``.nii.gz`` as one suffix (``os.path.splitext`` does not)."""
+    name = Path(path).name.lower()
+    if name.endswith(".nii.gz"):
+        return ".nii.gz"
+    return Path(name).suffix
+
+
+def rgb_to_ycbcr(rgb: np.ndarray) -> np.ndarray:
+    """``(..., 3)`` RGB in 0..255 to ``(3, ...)`` Y, Cb, Cr (ITU-R BT.601 full range, float32)."""
+    rgb = rgb.astype(np.float32)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    y = 0.299 * r + 0.587 * g + 0.114 * b
+    cb = 128.0 - 0.168736 * r - 0.331264 * g + 0.5 * b
+    cr = 128.0 + 0.5 * r - 0.418688 * g - 0.081312 * b
+    return np.stack([y, cb, cr])
+
+
+def ycbcr_to_rgb(ycbcr: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`rgb_to_ycbcr`: ``(3, ...)`` to ``(..., 3)`` uint8."""
+    y, cb, cr = (c.astype(np.float32) for c in ycbcr)
+    r = y + 1.402 * (cr - 128.0)
+    g = y - 0.344136 * (cb - 128.0) - 0.714136 * (cr - 128.0)
+    b = y + 1.772 * (cb - 128.0)
+    return np.clip(np.rint(np.stack([r, g, b], axis=-1)), 0, 255).astype(np.uint8)
+
+
+def _from_rgb(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Grey array, or luminance plus chroma for a colour image (an RGB file holding grey is grey)."""
+    if pixels.ndim == 3 and pixels.shape[-1] in (3, 4):
+        rgb = pixels[..., :3]
+        if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
+            return rgb[..., 0], None
+        ycbcr = rgb_to_ycbcr(rgb)
+        return ycbcr[0], ycbcr[1:]
+    return pixels, None
+
+
+def read_image(path: str | os.PathLike) -> ImageData:
+    """Read a NIfTI volume/slice, a PNG/JPEG/BMP image or a TIFF image/stack.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: an unsupported type, an unreadable file, or a 4D volume (with the fix).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    suffix = image_suffix(path)
+    try:
+        if suffix in NIFTI_SUFFIXES:
+            return _read_nifti(path)
+        if suffix in RASTER_SUFFIXES:
+            from PIL import Image
+
+            with Image.open(path) as img:
+                pixels = np.asarray(img.convert("RGB") if img.mode in ("P", "RGBA", "LA", "CMYK") else img)
+            array, chroma = _from_rgb(pixels)
+            return ImageData(array, path, "raster", chroma=chroma, stored_shape=array.shape)
+        if suffix in TIFF_SUFFIXES:
+            import tifffile
+
+            pixels = tifffile.imread(path)
+            array, chroma = _from_rgb(pixels)
+            if array.ndim not in (2, 3):
+                raise ValueError(f"{path}: TIFF of shape {pixels.shape} is neither an image nor a 3D stack")
+            return ImageData(array, path, "tiff", chroma=chroma, stored_shape=array.shape)
+    except (OSError, ValueError, EOFError) as error:
+        if isinstance(error, ValueError) and str(path) in str(error):
+            raise
+        raise ValueError(f"{path}: could not be read as {suffix} ({error})") from error
+    raise ValueError(
+        f"{path}: unsupported file type {suffix!r}; use NIfTI (.nii, .nii.gz), PNG/JPEG/BMP or TIFF"
+    )
+
+
+def _read_nifti(path: Path) -> ImageData:
+    import nibabel as nib
+
+    img = nib.load(path)
+    shape = tuple(int(s) for s in img.shape)
+    if len(shape) > 3 and int(np.prod(shape[3:])) > 1:
+        raise ValueError(
+            f"{path}: 4D volume of shape {shape} ({int(np.prod(shape[3:]))} volumes); fusion takes one 3D "
+            "volume per input: extract one first (e.g. nibabel.funcs.four_to_three or fslroi)"
+        )
+    # dataobj keeps the stored dtype unless the header scales the data
+    array = np.asanyarray(img.dataobj).reshape(shape[:3] if len(shape) >= 3 else shape)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    return ImageData(array, path, "nifti", img.affine.copy(), img.header.copy(), stored_shape=shape)
+
+
+def atomic_write(path: str | os.PathLike, write) -> Path:
+    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it onto ``path``.
+
+    The temporary name keeps the suffix (writers pick their format from it). On any error the
+    temporary file is removed and an existing ``path`` is left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = image_suffix(path) or ".tmp"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_image(
+    path: str | os.PathLike,
+    array: np.ndarray,
+    reference: ImageData | None = None,
+    color: bool = True,
+) -> Path:
+    """Write a fused/derived image in [0, 1] in the space of ``reference``.
+
+    * NIfTI: float32 with the reference's affine and header (a 2D result is written back with the
+      reference's on-disk shape, e.g. ``(x, y, 1)``).
+    * PNG/JPEG/BMP: 8-bit; with a colour ``reference`` and ``color=True``, the array is used as the
+      luminance and the reference's chroma is re-attached (RGB output).
+    * TIFF: float32 (grey) or 8-bit RGB when coloured.
+
+    Raises:
+        ValueError: unsupported suffix, or an array that does not fit the reference.
+    """
+    path = Path(path)
+    suffix = image_suffix(path)
+    data = np.asarray(array, dtype=np.float32)
+    if reference is not None and reference.array.shape != data.shape:
+        raise ValueError(
+            f"{path}: result shape {data.shape} differs from its reference {reference.array.shape}"
+        )
+    chroma = reference.chroma if (reference is not None and color and reference.is_color) else None
+
+    if suffix in NIFTI_SUFFIXES:
+        import nibabel as nib
+
+        if reference is not None and reference.kind == "nifti":
+            header = reference.header.copy()
+            header.set_data_dtype(np.float32)
+            header.set_slope_inter(1.0, 0.0)
+            shape = reference.stored_shape[:3] if len(reference.stored_shape) >= 3 else data.shape
+            img = nib.Nifti1Image(data.reshape(shape), reference.affine, header)
+            img.header["cal_min"], img.header["cal_max"] = 0.0, 1.0
+        else:
+            img = nib.Nifti1Image(data, np.eye(4))
+        return atomic_write(path, lambda tmp: nib.save(img, tmp))
+    if suffix in RASTER_SUFFIXES + TIFF_SUFFIXES:
+        if data.ndim == 3 and suffix in RASTER_SUFFIXES:
+            raise ValueError(f"{path}: a 3D result cannot be written as {suffix}; use .nii.gz or .tif")
+        grey = np.clip(np.rint(data * 255.0), 0, 255).astype(np.uint8)
+        pixels = ycbcr_to_rgb(np.concatenate([data[None] * 255.0, chroma])) if chroma is not None else grey
+        if suffix in TIFF_SUFFIXES:
+            import tifffile
+
+            out = pixels if chroma is not None else data
+            return atomic_write(path, lambda tmp: tifffile.imwrite(tmp, out))
+        from PIL import Image
+
+        return atomic_write(path, lambda tmp: Image.fromarray(pixels).save(tmp))
+    raise ValueError(
+        f"{path}: unsupported output type {suffix!r}; use .nii.gz, .nii, .png, .jpg, .bmp or .tif"
+    )
+
+
+def check_coregistration(
+    images: Sequence[ImageData], atol_mm: float = 1e-3, rtol_spacing: float = 1e-3
+) -> None:
+    """Check that all images lie on the first one's voxel grid.
+
+    Compares shape, voxel spacing and the voxel-to-world affine (origin and axis directions).
+
+    Raises:
+        CoregistrationError: naming the first mismatching input, what differs, and the fix.
+    """
+    reference = images[0]
+    fix = "co-register them first, or pass --resample to resample every input onto the first one's grid"
+    for other in images[1:]:
+        if other.array.ndim != reference.array.ndim:
+            raise CoregistrationError(
+                f"{other.name} is {other.array.ndim}D but {reference.name} is {reference.array.ndim}D; "
+                "fuse images of the same dimensionality"
+            )
+        if other.array.shape != reference.array.shape:
+            raise CoregistrationError(
+                f"{other.name} has shape {other.array.shape}, {reference.name} has {reference.array.shape}: "
+                f"not on one grid; {fix}"
+            )
+        if (reference.affine is None) != (other.affine is None):
+            continue  # a plain image beside a NIfTI: only the shapes can be compared
+        if reference.affine is None:
+            continue
+        spacing_ref, spacing_other = np.array(reference.spacing), np.array(other.spacing)
+        if not np.allclose(spacing_ref, spacing_other, rtol=rtol_spacing, atol=1e-6):
+            raise CoregistrationError(
+                f"{other.name} has voxel spacing {tuple(np.round(spacing_other, 4))} mm, {reference.name} "
+                f"has {tuple(np.round(spacing_ref, 4))} mm; {fix}"
+            )
+        if not np.allclose(reference.affine, other.affine, atol=atol_mm):
+            delta = float(np.abs(reference.affine - other.affine).max())
+            raise CoregistrationError(
+                f"{other.name} and {reference.name} have different affines (largest difference {delta:.4g}: "
+                f"origin or orientation differ); {fix}"
+            )
+
+
+def resample_to_reference(image: ImageData, reference: ImageData, order: int = 1) -> ImageData:
+    """Resample ``image`` onto ``reference``'s grid.
+
+    NIfTI with NIfTI: through world coordinates (``nibabel.processing.resample_from_to``; outside the
+    image's field of view is 0). Images without an affine: resized to the reference's shape, assuming
+    both cover the same field of view.
+    """
+    if image.array.shape == reference.array.shape and (
+        image.affine is None
+        or reference.affine is None
+        or np.allclose(image.affine, reference.affine, atol=1e-3)
+    ):
+        return image
+    if image.affine is not None and reference.affine is not None:
+        import nibabel as nib
+        from nibabel.processing import resample_from_to
+
+        source = nib.Nifti1Image(
+            np.asarray(image.array, dtype=np.float32).reshape(image.stored_shape[:3]), image.affine
+        )
+        target_shape = reference.stored_shape[:3]
+        resampled = resample_from_to(source, (target_shape, reference.affine), order=order, cval=0.0)
+        array = np.asarray(resampled.dataobj, dtype=np.float32).reshape(reference.array.shape)
+        return replace(
+            image,
+            array=array,
+            affine=reference.affine.copy(),
+            header=reference.header,
+            stored_shape=reference.stored_shape,
+            chroma=None,
+        )
+    from scipy.ndimage import zoom
+
+    if image.array.ndim != reference.array.ndim:
+        raise CoregistrationError(
+            f"cannot resample {image.array.ndim}D {image.name} onto {reference.array.ndim}D"
+        )
+    factors = [t / s for t, s in zip(reference.array.shape, image.array.shape, strict=True)]
+    array = zoom(
+        np.asarray(image.array, dtype=np.float32), factors, order=order, grid_mode=True, mode="nearest"
+    )
+    chroma = None
+    if image.chroma is not None:
+        chroma = np.stack(
+            [zoom(c, factors, order=order, grid_mode=True, mode="nearest") for c in image.chroma]
+        )
+    return replace(image, array=array, chroma=chroma, stored_shape=reference.stored_shape)
