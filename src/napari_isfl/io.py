@@ -167,8 +167,11 @@ def _read_nifti(path: Path) -> ImageData:
             f"{path}: 4D volume of shape {shape} ({int(np.prod(shape[3:]))} volumes); fusion takes one 3D "
             "volume per input: extract one first (e.g. nibabel.funcs.four_to_three or fslroi)"
         )
-    # dataobj keeps the stored dtype unless the header scales the data
-    array = np.asanyarray(img.dataobj).reshape(shape[:3] if len(shape) >= 3 else shape)
+    # unscaled data keeps its stored dtype (int16 stays int16); scaled data becomes float32, not float64
+    proxy = img.dataobj
+    scaled = getattr(proxy, "slope", 1.0) != 1.0 or getattr(proxy, "inter", 0.0) != 0.0
+    array = img.get_fdata(dtype=np.float32) if scaled else np.asanyarray(proxy)
+    array = array.reshape(shape[:3] if len(shape) >= 3 else shape)
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
     return ImageData(array, path, "nifti", img.affine.copy(), img.header.copy(), stored_shape=shape)
