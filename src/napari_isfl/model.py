@@ -23,7 +23,14 @@ from monai.networks.blocks import Convolution, UpSample
 from monai.networks.layers.factories import Conv, Pool
 from torch import nn
 
-__all__ = ["MODALITIES", "CausalFeatureIntegrator", "ISFLNet", "PooledCrossAttention", "modality_indices"]
+__all__ = [
+    "MODALITIES",
+    "CausalFeatureIntegrator",
+    "ISFLNet",
+    "MeanIntegrator",
+    "PooledCrossAttention",
+    "modality_indices",
+]
 
 #: Modality tags a network knows by default. MRI contrasts (T1, T2, FLAIR, ...) all use "mri".
 MODALITIES: tuple[str, ...] = ("mri", "ct", "pet", "spect")
@@ -176,6 +183,27 @@ class CausalFeatureIntegrator(nn.Module):
         return fused, gate, contributions
 
 
+class MeanIntegrator(nn.Module):
+    """Ablation of the CFI: the plain mean of the modality features, then the same refining conv.
+
+    Its gate is 1 everywhere (so gate-weighted losses reduce to plain ones) and every modality
+    contributes ``1 / N``.
+    """
+
+    def __init__(
+        self, spatial_dims: int, channels: int, act: tuple | str | None = _DEFAULT_ACT, norm=None
+    ) -> None:
+        super().__init__()
+        self.refine = Convolution(spatial_dims, channels, channels, kernel_size=3, act=act, norm=norm)
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        batch, num_mod, _, *spatial = features.shape
+        fused = self.refine(features.mean(dim=1))
+        gate = features.new_ones((batch, 1, *spatial))
+        contributions = features.new_full((batch, num_mod, *spatial), 1.0 / num_mod)
+        return fused, gate, contributions
+
+
 class _Encoder(nn.Module):
     """Multi-scale encoder: per scale two conv-norm-LeakyReLU units, max-pool between scales."""
 
@@ -231,6 +259,7 @@ class ISFLNet(nn.Module):
         grid_size: side of the pooled key/value grid of the cross-modal attention.
         encoder: ``"shared"`` (one encoder, modality told by FiLM) or ``"per_modality"`` (separate
             weights per modality tag, as in the paper).
+        integrator: ``"cfi"`` (Causal Feature Integrator) or ``"mean"`` (ablation: plain mean).
         act: activation (MONAI name or ``(name, args)``), LeakyReLU by default.
         norm: normalisation, batch norm by default (per-voxel in evaluation mode, so sliding-window
             results do not depend on the window).
@@ -263,6 +292,7 @@ class ISFLNet(nn.Module):
         features: Sequence[int] = (32, 32, 32),
         grid_size: int = 8,
         encoder: str = "shared",
+        integrator: str = "cfi",
         act: tuple | str | None = _DEFAULT_ACT,
         norm: tuple | str | None = "batch",
     ) -> None:
@@ -281,6 +311,8 @@ class ISFLNet(nn.Module):
             raise ValueError(f"modalities must be non-empty and unique, got {modalities}")
         if encoder not in ("shared", "per_modality"):
             raise ValueError(f"encoder must be 'shared' or 'per_modality', got {encoder!r}")
+        if integrator not in ("cfi", "mean"):
+            raise ValueError(f"integrator must be 'cfi' or 'mean', got {integrator!r}")
         self.spatial_dims = spatial_dims
         self.modalities = modalities
         # the constructor arguments, so a checkpoint can rebuild exactly this network
@@ -290,6 +322,7 @@ class ISFLNet(nn.Module):
             "features": list(features),
             "grid_size": int(grid_size),
             "encoder": encoder,
+            "integrator": integrator,
             "act": act,
             "norm": norm,
         }
@@ -302,7 +335,10 @@ class ISFLNet(nn.Module):
         else:
             self.encoders = nn.ModuleList(_Encoder(spatial_dims, features, act, norm, 1) for _ in modalities)
         self.integrators = nn.ModuleList(
-            CausalFeatureIntegrator(spatial_dims, c, grid_size, act, norm) for c in features
+            CausalFeatureIntegrator(spatial_dims, c, grid_size, act, norm)
+            if integrator == "cfi"
+            else MeanIntegrator(spatial_dims, c, act, norm)
+            for c in features
         )
         self.upsamplers = nn.ModuleList(
             UpSample(
@@ -401,5 +437,5 @@ class ISFLNet(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"spatial_dims={self.spatial_dims}, modalities={self.modalities}, features={self.features}, "
-            f"encoder={self.encoder_mode!r}"
+            f"encoder={self.encoder_mode!r}, integrator={self.init_args['integrator']!r}"
         )
