@@ -492,7 +492,9 @@ def visual_information_fidelity(
     Each term is ``vifp_mscale(source, fused)`` of Sheikh & Bovik (source = reference, fused = distorted),
     visual noise variance ``sigma_n_sq = 2`` on the 0..255 scale, log10 (the ratio has no unit); the same
     as the CDDFuse evaluator's ``VIFF`` and ``torchmetrics``' ``visual_information_fidelity``. A source that
-    is constant has no information to preserve: its term (and so the sum) is NaN.
+    is constant has no information to preserve: its term (and so the sum) is NaN. Scales whose window does
+    not fit the image are skipped (the full 4 scales need >= 41 pixels per axis); NaN when even the
+    first, 17-tap window does not fit.
 
     3D volumes: averaged over the 2D slices along ``slice_axis`` (slices where every source is constant are
     skipped); ``slice_axis=None`` evaluates the direct 3D generalisation (3D gaussian windows, subsampling
@@ -628,7 +630,8 @@ def qabf(
     of 1, which only matters for gradients below ~1 on the 0..255 scale. NaN when no source has an edge.
 
     3D volumes: averaged over the 2D slices along ``slice_axis`` (slices where every source is constant are
-    skipped). ``slice_axis=None`` uses a 3D generalisation: 3D Sobel gradient vectors, ``G`` from their
+    skipped). ``slice_axis=None`` uses a 3D generalisation: 3D Sobel gradient vectors (zero padding as in
+    2D, so a volume that does not fade to 0 at its faces gets strong edges there), ``G`` from their
     magnitudes and ``A = 1 - theta / (pi / 2)`` with ``theta`` in ``[0, pi/2]`` the angle between the
     gradient lines (in 2D this equals the toolbox's ``A`` except where ``|a_i - a_F| > pi / 2``, which
     the toolbox scores negative).
@@ -819,8 +822,9 @@ def functional_fidelity(
       mask, so it is invariant to each image's own intensity scale and offset.
       ``low_uptake_contrast_ratio = C_fused / C_functional``: 1 = the dark regions stay as dark relative
       to their surround as in the functional image, 0 = lost (a max-fusion over bright anatomy), negative
-      = inverted. The mean of two sources with flat anatomy scores about 0.5-1 (the contrast is halved,
-      the range too, partly).
+      = inverted (the anatomy shows through brighter). A plain mean of the sources keeps only part of the
+      contrast: it is diluted by the other sources and partly cancelled where the anatomy is bright.
+      ``L`` is "at or below" the percentile, so ties (a flat cold region) can make it a little larger.
 
     Args:
         fused: fused image (2D or 3D), any intensity scale.
