@@ -32,7 +32,8 @@ ArrayLike = np.ndarray | torch.Tensor
 
 
 def _as_tensor(img: ArrayLike) -> torch.Tensor:
-    return img if isinstance(img, torch.Tensor) else torch.as_tensor(np.asarray(img))
+    # ascontiguousarray: torch cannot wrap numpy views with negative strides (np.flip, reoriented NIfTI)
+    return img if isinstance(img, torch.Tensor) else torch.as_tensor(np.ascontiguousarray(img))
 
 
 def _like(result: torch.Tensor, img: ArrayLike) -> ArrayLike:
