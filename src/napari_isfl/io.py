@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
+    "IMAGE_SUFFIXES",
     "CoregistrationError",
     "ImageData",
     "atomic_write",
@@ -38,6 +39,7 @@ __all__ = [
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 TIFF_SUFFIXES = (".tif", ".tiff")
+IMAGE_SUFFIXES = NIFTI_SUFFIXES + RASTER_SUFFIXES + TIFF_SUFFIXES
 
 
 class CoregistrationError(ValueError):

@@ -1,0 +1,489 @@
+"""``isfl train``: the training loop, a thin layer on :func:`napari_isfl.training.training_step`.
+
+Configuration is a YAML file (see ``configs/``) merged over :data:`DEFAULT_CONFIG`, plus
+``--set section.key=value`` overrides. A run directory gets
+
+* ``state.pt``: the resumable training state (weights, optimizer, scheduler, step), every
+  ``checkpoint_every`` steps and at the end; ``--resume`` continues from it with identical batches;
+* ``model.pt``: the self-describing model checkpoint with the best validation loss (or the last one
+  when there is no validation data), usable by ``isfl fuse --model``;
+* ``log.csv`` (every ``log_every`` steps) and ``val.csv``, ``config.yaml`` and ``loss.png``.
+
+Distributed data parallel: launch the same command with ``torchrun --nproc_per_node K``; every
+process draws its own batches (``batch_size`` is per process), rank 0 logs and saves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from .checkpoint import save_checkpoint
+from .data import CropDataset, LoadedCase, cases_from_sources, collate_crops, data_hash, load_case
+from .io import atomic_write
+from .losses import ISFLLoss, ISFLLossWeights
+from .model import ISFLNet
+from .normalization import DEFAULT_SPECS
+from .training import InterventionConfig, Interventions, training_step
+
+__all__ = ["DEFAULT_CONFIG", "load_config", "train"]
+
+DEFAULT_CONFIG: dict = {
+    "model": {
+        "spatial_dims": 2,
+        "modalities": ["mri", "ct", "pet", "spect"],
+        "features": [32, 32, 32],
+        "grid_size": 8,
+        "encoder": "shared",
+        "integrator": "cfi",
+        "norm": "batch",
+    },
+    "loss": ISFLLossWeights().to_dict(),
+    "interventions": {**InterventionConfig().to_dict(), "num_holes": [1, 6]},
+    "data": {
+        "root": ".",
+        "train": [],
+        "val": [],
+        "crop_size": [128, 128],
+        "num_inputs": [2],
+        "batch_size": 16,
+        "num_workers": 2,
+        "foreground_prob": 0.9,
+        "augment": True,
+        "val_max_cases": 64,
+    },
+    "optim": {
+        "lr": 1e-3,
+        "weight_decay": 1e-4,
+        "warmup_steps": 100,
+        "max_steps": 2000,
+        "max_minutes": None,
+        "grad_clip": 1.0,
+        "amp": True,
+        "batched_passes": True,
+    },
+    "run": {
+        "seed": 0,
+        "device": "auto",
+        "output_dir": "runs/isfl",
+        "checkpoint_every": 200,
+        "val_every": 200,
+        "log_every": 10,
+        "threads": None,
+    },
+}
+
+LOG_TERMS = (
+    "loss",
+    "fidelity",
+    "intensity",
+    "gradient",
+    "ssim",
+    "invariance",
+    "consistency",
+    "gate_reg",
+    "gate_mean",
+    "necessity",
+)
+
+
+def _merge(base: dict, update: dict, path: str = "") -> dict:
+    merged = copy.deepcopy(base)
+    for key, value in (update or {}).items():
+        if key not in merged:
+            raise ValueError(f"unknown config key {path + key!r}; known: {', '.join(sorted(base))}")
+        if isinstance(merged[key], dict) and isinstance(value, dict):
+            merged[key] = _merge(merged[key], value, f"{path}{key}.")
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> dict:
+    """Merge a YAML file and ``section.key=value`` overrides over :data:`DEFAULT_CONFIG`.
+
+    A relative ``data.root`` is taken relative to the config file's folder.
+
+    Raises:
+        ValueError: unknown keys or malformed overrides (the message names them).
+    """
+    config = copy.deepcopy(DEFAULT_CONFIG)
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config {path}: no such file")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        config = _merge(config, loaded)
+        root = Path(config["data"]["root"]).expanduser()
+        config["data"]["root"] = str(root if root.is_absolute() else (path.parent / root).resolve())
+        # CSV lists sit beside the config; the images they name are relative to data.root
+        for split in ("train", "val"):
+            for source in config["data"][split]:
+                csv_path = Path(source["path"]).expanduser()
+                if source.get("type") == "csv" and not csv_path.is_absolute():
+                    source["path"] = str((path.parent / csv_path).resolve())
+    for item in overrides or []:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not of the form section.key=value")
+        dotted, raw = item.split("=", 1)
+        keys = dotted.strip().split(".")
+        update: dict = {}
+        cursor = update
+        for key in keys[:-1]:
+            cursor = cursor.setdefault(key, {})
+        cursor[keys[-1]] = yaml.safe_load(raw)
+        config = _merge(config, update)
+    _validate(config)
+    return config
+
+
+def _validate(config: dict) -> None:
+    model, data, optim = config["model"], config["data"], config["optim"]
+    if len(data["crop_size"]) != model["spatial_dims"]:
+        raise ValueError(
+            f"data.crop_size {data['crop_size']} does not match model.spatial_dims {model['spatial_dims']}"
+        )
+    if min(data["num_inputs"]) < 2:
+        raise ValueError("data.num_inputs must all be >= 2")
+    if data["batch_size"] < 1 or optim["max_steps"] < 1 or optim["lr"] <= 0:
+        raise ValueError("data.batch_size, optim.max_steps and optim.lr must be positive")
+    ISFLLossWeights(**config["loss"])  # validates the weights and the necessity mode
+
+
+def _distributed() -> tuple[int, int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    return world, rank, local_rank
+
+
+class _Schedule:
+    """Linear warm-up, then cosine decay to 2 % of the peak learning rate.
+
+    The decay follows the step count, or the elapsed fraction of ``max_minutes`` when that is
+    further along, so a time-budgeted run still ends at a low learning rate. (Time-budgeted runs
+    are therefore not bit-reproducible; step-budgeted runs, and their resumes, are.)
+    """
+
+    def __init__(self, optim: dict) -> None:
+        self.warmup, self.total = max(1, int(optim["warmup_steps"])), int(optim["max_steps"])
+        self.time_fraction = 0.0
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        progress = min(1.0, max((step - self.warmup) / max(1, self.total - self.warmup), self.time_fraction))
+        return 0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _load_cases(sources: list, config: dict) -> tuple[list[LoadedCase], list]:
+    cases = cases_from_sources(sources, config["data"]["root"]) if sources else []
+    return [load_case(c) for c in cases], cases
+
+
+@torch.no_grad()
+def validate(
+    network: ISFLNet, cases: list[LoadedCase], criterion: ISFLLoss, device: torch.device, amp: bool
+) -> dict[str, float]:
+    """Mean fidelity terms of the clean pass over whole validation images/volumes."""
+    was_training = network.training
+    network.eval()
+    sums: dict[str, float] = {}
+    for case in cases:
+        images = torch.from_numpy(case.array).unsqueeze(0).to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            fused = network(images, case.modalities)
+        terms = criterion.fidelity(fused.float(), images.float())
+        for key in ("fidelity", "intensity", "gradient", "ssim"):
+            sums[key] = sums.get(key, 0.0) + float(terms[key])
+    network.train(was_training)
+    return {f"val_{k}": v / max(1, len(cases)) for k, v in sums.items()}
+
+
+def _append_csv(path: Path, row: dict) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def plot_log(run_dir: Path) -> Path | None:
+    """``loss.png``: training terms (and validation fidelity) against the step."""
+    log = run_dir / "log.csv"
+    if not log.exists():
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(log) as handle:
+        rows = list(csv.DictReader(handle))
+    steps = [int(r["step"]) for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    for term in ("loss", "fidelity", "invariance", "necessity"):
+        if term in rows[0] and rows[0][term] != "":
+            ax.plot(steps, [float(r[term]) for r in rows], label=term)
+    val = run_dir / "val.csv"
+    if val.exists():
+        with open(val) as handle:
+            vrows = list(csv.DictReader(handle))
+        ax.plot(
+            [int(r["step"]) for r in vrows],
+            [float(r["val_fidelity"]) for r in vrows],
+            "k--o",
+            label="validation fidelity",
+            markersize=3,
+        )
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_title(run_dir.name)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out = run_dir / "loss.png"
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def train(config: dict, resume: str | os.PathLike | None = None, progress: bool = True) -> Path:
+    """Train an ISFL network as configured; returns the path of ``model.pt``.
+
+    Args:
+        config: a config from :func:`load_config`.
+        resume: a ``state.pt`` to continue from (``"auto"``: the run directory's, if any).
+        progress: show a progress bar with the loss terms (rank 0).
+    """
+    world, rank, local_rank = _distributed()
+    run_cfg, data_cfg, optim_cfg = config["run"], config["data"], config["optim"]
+    out_dir = Path(run_cfg["output_dir"])
+    seed = int(run_cfg["seed"])
+    if run_cfg.get("threads"):
+        torch.set_num_threads(int(run_cfg["threads"]))
+    from .inference import select_device
+
+    device = select_device(run_cfg["device"])
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    amp = bool(optim_cfg["amp"]) and device.type == "cuda"
+    torch.manual_seed(seed)
+
+    train_cases, train_defs = _load_cases(data_cfg["train"], config)
+    if not train_cases:
+        raise ValueError("no training data: set data.train in the config (folder or csv sources)")
+    val_cases, _ = _load_cases(data_cfg["val"], config)
+    val_cases = val_cases[: int(data_cfg.get("val_max_cases") or len(val_cases))]
+    network = ISFLNet(**config["model"]).to(device)
+    criterion = ISFLLoss(network.spatial_dims, ISFLLossWeights(**config["loss"])).to(device)
+    icfg = dict(config["interventions"])
+    icfg["num_holes"] = tuple(icfg["num_holes"])
+    interventions = Interventions(InterventionConfig(**icfg))
+    optimizer = torch.optim.AdamW(
+        network.parameters(), lr=optim_cfg["lr"], weight_decay=optim_cfg["weight_decay"]
+    )
+    schedule = _Schedule(optim_cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+    start_step, best = 0, float("inf")
+    state_path = out_dir / "state.pt"
+    if resume == "auto":
+        resume = state_path if state_path.exists() else None
+    if resume is not None:
+        state = torch.load(resume, map_location=device, weights_only=True)
+        network.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_step, best = int(state["step"]), float(state["best"])
+    model: torch.nn.Module = network
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(
+            network, device_ids=[device.index] if device.type == "cuda" else None
+        )
+
+    max_steps = int(optim_cfg["max_steps"])
+    dataset = CropDataset(
+        train_cases,
+        data_cfg["crop_size"],
+        data_cfg["batch_size"],
+        max(0, max_steps - start_step),
+        data_cfg["num_inputs"],
+        seed,
+        start_step,
+        world,
+        rank,
+        data_cfg["foreground_prob"],
+        data_cfg["augment"],
+    )
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=data_cfg["batch_size"],
+        shuffle=False,
+        num_workers=int(data_cfg["num_workers"]),
+        collate_fn=collate_crops,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+    )
+    is_main = rank == 0
+    if is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    hash_of_data = data_hash(train_defs) if is_main else ""
+    training_meta = {
+        "config": config,
+        "world_size": world,
+        "device": str(device),
+        "interventions": icfg | {"num_holes": list(icfg["num_holes"])},
+    }
+
+    def save_state(step: int) -> None:
+        payload = {
+            "model": network.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "step": step,
+            "best": best,
+        }
+        atomic_write(state_path, lambda tmp: torch.save(payload, tmp))
+
+    def export(step: int, metrics: dict) -> None:
+        save_checkpoint(
+            out_dir / "model.pt",
+            network,
+            DEFAULT_SPECS,
+            training=training_meta | {"steps": step, "seconds": round(time.time() - started, 1)},
+            data_hash=hash_of_data,
+            metrics=metrics,
+        )
+
+    started = time.time()
+    deadline = started + 60 * float(optim_cfg["max_minutes"]) if optim_cfg.get("max_minutes") else None
+    bar = None
+    if is_main and progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=max_steps, initial=start_step, desc="isfl train", dynamic_ncols=True)
+    model.train()
+    step = start_step
+    last_val: dict = {}
+    for images, tags in loader:
+        interventions.set_random_state(seed * 1_000_003 + dataset.batch_key(step))
+        images = images.to(device, non_blocking=True)
+        modality = torch.tensor([[network.modalities.index(t) for t in row] for row in tags], device=device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            terms = training_step(
+                model, images, modality, criterion, interventions, optim_cfg["batched_passes"]
+            )
+        optimizer.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        if optim_cfg["grad_clip"]:
+            torch.nn.utils.clip_grad_norm_(network.parameters(), float(optim_cfg["grad_clip"]))
+        optimizer.step()
+        if deadline is not None:
+            schedule.time_fraction = (time.time() - started) / (deadline - started)
+        scheduler.step()
+        step += 1
+        if is_main:
+            if step % int(run_cfg["log_every"]) == 0 or step == max_steps:
+                row = {
+                    "step": step,
+                    "seconds": round(time.time() - started, 2),
+                    "lr": scheduler.get_last_lr()[0],
+                }
+                row |= {k: float(terms[k].detach()) if k in terms else "" for k in LOG_TERMS}
+                _append_csv(out_dir / "log.csv", row)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(
+                    {
+                        k: f"{float(terms[k].detach()):.3f}"
+                        for k in ("loss", "fidelity", "invariance")
+                        if k in terms
+                    }
+                )
+        stop = step >= max_steps or (deadline is not None and time.time() > deadline)
+        if deadline is not None and world > 1:  # every rank must stop at the same step
+            flag = torch.tensor([float(stop)], device=device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            stop = bool(flag.item())
+        if is_main and (step % int(run_cfg["val_every"]) == 0 or stop):
+            if val_cases:
+                last_val = validate(network, val_cases, criterion, device, amp) | {"step": step}
+                _append_csv(out_dir / "val.csv", last_val)
+                if last_val["val_fidelity"] < best:
+                    best = last_val["val_fidelity"]
+                    export(step, last_val)
+            elif stop:
+                export(step, {"step": step})
+        if is_main and (step % int(run_cfg["checkpoint_every"]) == 0 or stop):
+            save_state(step)
+        if stop:
+            break
+    if bar is not None:
+        bar.close()
+    if is_main:
+        if not (out_dir / "model.pt").exists():
+            export(step, last_val | {"step": step})
+        plot_log(out_dir)
+    if world > 1:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    return out_dir / "model.pt"
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides = list(args.set or [])
+    if args.output:
+        overrides.append(f"run.output_dir={args.output}")
+    if args.device:
+        overrides.append(f"run.device={args.device}")
+    if args.max_steps:
+        overrides.append(f"optim.max_steps={args.max_steps}")
+    if args.max_minutes:
+        overrides.append(f"optim.max_minutes={args.max_minutes}")
+    config = load_config(args.config, overrides)
+    if args.data_root:
+        config["data"]["root"] = str(Path(args.data_root).resolve())
+    path = train(config, resume=args.resume, progress=not args.quiet)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"model written to {path}", file=sys.stderr)
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train or fine-tune an ISFL model",
+        description="Train an ISFL fusion network from a YAML config (see configs/). Multi-GPU: "
+        "torchrun --nproc_per_node K $(which isfl) train --config ...",
+    )
+    parser.add_argument("--config", help="YAML config (defaults for everything not given)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config entry, e.g. --set optim.lr=5e-4 (repeatable)",
+    )
+    parser.add_argument("--output", help="run directory (run.output_dir)")
+    parser.add_argument("--resume", help="state.pt to continue from, or 'auto' for the run directory's")
+    parser.add_argument("--device", help="auto, cpu, cuda, cuda:N (run.device)")
+    parser.add_argument("--max-steps", type=int, help="optim.max_steps")
+    parser.add_argument("--max-minutes", type=float, help="stop after this wall time (optim.max_minutes)")
+    parser.add_argument("--data-root", help="folder the data sources are relative to (data.root)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(handler=run)
