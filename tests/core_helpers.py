@@ -1,0 +1,103 @@
+"""Shared helpers of the core-engine tests (plain functions; imported explicitly, not a conftest).
+
+Everything here is small and seeded so the tests stay fast and reproducible on two CPU cores.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from napari_isfl.checkpoint import save_checkpoint
+from napari_isfl.model import ISFLNet
+
+#: channels of the tiny test network (three scales: full, 1/2, 1/4)
+TINY_FEATURES = (4, 8, 8)
+#: odd, non-square sizes on purpose: padding/cropping must not rely on even or square extents
+SHAPE_2D = (37, 50)
+SHAPE_3D = (17, 22, 13)
+SHAPES = {2: SHAPE_2D, 3: SHAPE_3D}
+#: the shared real-data folder (read only)
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def tiny_net(spatial_dims: int, seed: int = 0, **kwargs) -> ISFLNet:
+    """The tiny network of the tests, built under ``torch.manual_seed(seed)``."""
+    torch.manual_seed(seed)
+    kwargs.setdefault("features", TINY_FEATURES)
+    kwargs.setdefault("grid_size", 2)
+    return ISFLNet(spatial_dims, **kwargs)
+
+
+def randomize_film(net: ISFLNet, seed: int = 0) -> ISFLNet:
+    """Give the (zero-initialised) FiLM embedding random values, so modality tags change the output."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in net.modules():
+            if isinstance(module, torch.nn.Embedding):
+                module.weight.copy_(0.5 * torch.randn(module.weight.shape, generator=generator))
+    return net
+
+
+def save_tiny_checkpoint(path: str | os.PathLike, spatial_dims: int, seed: int = 0, **kwargs) -> Path:
+    """Write a tiny ISFLNet checkpoint (random weights) with :func:`save_checkpoint`."""
+    return save_checkpoint(path, tiny_net(spatial_dims, seed, **kwargs))
+
+
+def phantom(shape: Sequence[int], seed: int = 0, border: int = 0) -> np.ndarray:
+    """A seeded smooth phantom in [0, 1] (ramp + Gaussian blobs); ``border`` voxels of zeros around it."""
+    rng = np.random.default_rng(seed)
+    coords = np.meshgrid(*[np.linspace(-1.0, 1.0, n) for n in shape], indexing="ij")
+    image = 0.4 + 0.1 * coords[0] - 0.08 * coords[-1]
+    for _ in range(4):
+        centre = rng.uniform(-0.6, 0.6, len(shape))
+        width = rng.uniform(0.15, 0.35)
+        amplitude = rng.uniform(-0.3, 0.5)
+        image = image + amplitude * np.exp(
+            -sum((c - m) ** 2 for c, m in zip(coords, centre, strict=True)) / (2 * width**2)
+        )
+    image = np.clip(image, 0.02, 1.0)  # strictly positive: the foreground is the whole phantom
+    if border:
+        inner = tuple(slice(border, n - border) for n in shape)
+        framed = np.zeros(shape)
+        framed[inner] = image[inner]
+        image = framed
+    return image.astype(np.float32)
+
+
+def phantom_stack(shape: Sequence[int], count: int, seed: int = 0, border: int = 0) -> list[np.ndarray]:
+    """``count`` different phantoms of one shape (the modalities of one co-registered case)."""
+    return [phantom(shape, seed + 17 * i, border) for i in range(count)]
+
+
+def leftovers(folder: str | os.PathLike) -> list[str]:
+    """Temporary files an atomic write could leave behind (``.NAME.*.part*``)."""
+    return sorted(p.name for p in Path(folder).iterdir() if ".part" in p.name or p.name.startswith("."))
+
+
+def write_nifti(
+    path: str | os.PathLike, array: np.ndarray, affine: np.ndarray | None = None, **header
+) -> Path:
+    """Write ``array`` as NIfTI with ``affine`` (identity by default); ``header`` sets header fields."""
+    import nibabel as nib
+
+    image = nib.Nifti1Image(np.asarray(array), np.eye(4) if affine is None else affine)
+    for key, value in header.items():
+        image.header[key] = value
+    nib.save(image, path)
+    return Path(path)
+
+
+#: an oblique, anisotropic, translated voxel-to-world matrix (a realistic, non-trivial affine)
+OBLIQUE_AFFINE = np.array(
+    [
+        [-0.9, 0.05, 0.0, 90.0],
+        [0.04, 0.95, 0.1, -120.0],
+        [0.0, -0.08, 2.5, -60.0],
+        [0.0, 0.0, 0.0, 1.0],
+    ]
+)
