@@ -45,7 +45,7 @@ wait
 tail -n 3 $R/*.log > "$OUT/train_logs.txt" 2>&1
 tar czf "$OUT/runs.tar.gz" --exclude=state.pt $R
 [ -n "${SKIP_SPEED:-}" ] && { echo done; exit 0; }
-$PY benchmarks/speed.py --device $DEVICE --threads 0 --repeat 2 --no-crop --model $R/isfl3d/model.pt \
+$PY benchmarks/speed.py --device $DEVICE --threads 0 --repeat 1 --no-crop --model $R/isfl3d/model.pt \
   --sizes 128x128x128 240x240x155 256x256x256 512x512x512 > "$OUT/speed_3d_gpu.txt" 2>&1
 $PY benchmarks/speed.py --device $DEVICE --threads 0 --repeat 3 --model $R/isfl2d/model.pt \
   --sizes 256x256 --modalities 2 3 > "$OUT/speed_2d_gpu.txt" 2>&1
