@@ -11,9 +11,9 @@ OUT=${OUT:-/tmp/isfl_gpu_out}
 mkdir -p "$OUT"
 if [ -d .whl ] && [ -z "${NO_WHEELS:-}" ]; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    && export PYTHONPATH=/tmp/site:$PWD/src
+    && export PYTHONPATH=/tmp/site:${SRC:-$PWD/src}
 else
-  export PYTHONPATH=$PWD/src
+  export PYTHONPATH=${SRC:-$PWD/src}
 fi
 export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; $PY -c "import torch, monai; print('torch', torch.__version__, 'monai', monai.__version__)"; nproc; } > "$OUT/machine.txt" 2>&1
