@@ -43,9 +43,37 @@ def randomize_film(net: ISFLNet, seed: int = 0) -> ISFLNet:
     return net
 
 
-def save_tiny_checkpoint(path: str | os.PathLike, spatial_dims: int, seed: int = 0, **kwargs) -> Path:
-    """Write a tiny ISFLNet checkpoint (random weights) with :func:`save_checkpoint`."""
-    return save_checkpoint(path, tiny_net(spatial_dims, seed, **kwargs))
+def calibrate_batch_norm(net: ISFLNet, spatial_dims: int, seed: int = 0) -> ISFLNet:
+    """Set the batch-norm running statistics from one forward pass over phantoms (no training).
+
+    A freshly initialised network in evaluation mode normalises with mean 0 / variance 1 and gives an
+    almost constant output; with statistics of real activations its output follows the inputs like a
+    trained network's does, which makes window and crop comparisons meaningful.
+    """
+    shape = (40, 36) if spatial_dims == 2 else (20, 18, 16)
+    tags = list(net.modalities[:2])
+    for module in net.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average: exactly this pass's statistics
+    batch = torch.from_numpy(np.stack([np.stack(phantom_stack(shape, 2, seed + s)) for s in range(3)]))
+    net.train()
+    with torch.no_grad():
+        net(batch, tags)
+    for module in net.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.momentum = 0.1
+    return net.eval()
+
+
+def save_tiny_checkpoint(
+    path: str | os.PathLike, spatial_dims: int, seed: int = 0, calibrate: bool = True, **kwargs
+) -> Path:
+    """Write a tiny ISFLNet checkpoint (random weights, calibrated batch norm) via ``save_checkpoint``."""
+    net = tiny_net(spatial_dims, seed, **kwargs)
+    if calibrate:
+        calibrate_batch_norm(net, spatial_dims, seed)
+    return save_checkpoint(path, net)
 
 
 def phantom(shape: Sequence[int], seed: int = 0, border: int = 0) -> np.ndarray:
@@ -72,6 +100,19 @@ def phantom(shape: Sequence[int], seed: int = 0, border: int = 0) -> np.ndarray:
 def phantom_stack(shape: Sequence[int], count: int, seed: int = 0, border: int = 0) -> list[np.ndarray]:
     """``count`` different phantoms of one shape (the modalities of one co-registered case)."""
     return [phantom(shape, seed + 17 * i, border) for i in range(count)]
+
+
+def receptive_radius(net: ISFLNet, size: int = 96) -> int:
+    """How far (voxels, per axis) an input voxel can reach an output voxel, from the impulse response.
+
+    Meaningful for a purely convolutional network (``integrator="mean"``): the CFI's pooled attention
+    reaches the whole image by design. Measured with autograd on the network as it is (2D).
+    """
+    centre = size // 2
+    image = torch.rand(1, 2, size, size, requires_grad=True, generator=torch.Generator().manual_seed(0))
+    net(image, list(net.modalities[:2]))[0, 0, centre, centre].backward()
+    reached = torch.nonzero(image.grad.abs().sum(dim=(0, 1)))
+    return int((reached - centre).abs().max())
 
 
 def leftovers(folder: str | os.PathLike) -> list[str]:

@@ -20,7 +20,7 @@ import torch
 
 from . import __version__
 from .checkpoint import LoadedModel, load_model
-from .normalization import IntensitySpec, guess_modality, normalize_intensity
+from .normalization import IntensitySpec, guess_modality, looks_like_hounsfield, normalize_intensity
 
 __all__ = [
     "FusionCancelled",
@@ -116,13 +116,36 @@ def resolve_roi_size(shape: Sequence[int], roi_size: Sequence[int] | int | None)
     return tuple(min(r, int(s)) for r, s in zip(roi, shape, strict=True))
 
 
-def count_windows(shape: Sequence[int], roi: Sequence[int], overlap: float) -> int:
-    """Number of windows MONAI's sliding-window inferer visits for this shape, window and overlap."""
+def count_windows(shape: Sequence[int], roi: Sequence[int], overlap: float | Sequence[float]) -> int:
+    """Number of windows MONAI's sliding-window inferer visits for this shape, window and overlap
+    (one overlap, or one per axis). :func:`fuse` reports the count it used as ``provenance["windows"]``."""
     from monai.data.utils import dense_patch_slices
     from monai.inferers.utils import _get_scan_interval
 
-    interval = _get_scan_interval(tuple(shape), tuple(roi), len(shape), (overlap,) * len(shape))
+    overlaps = tuple(overlap) if isinstance(overlap, Sequence) else (overlap,) * len(shape)
+    interval = _get_scan_interval(tuple(shape), tuple(roi), len(shape), overlaps)
     return len(dense_patch_slices(tuple(shape), tuple(roi), interval))
+
+
+def _grid_windows(
+    shape: Sequence[int], roi: Sequence[int], overlap: float, multiple: int
+) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """Window size and per-axis overlap that keep every sliding window on the network's pooling grid.
+
+    ``shape`` is a multiple of ``multiple`` (``2 ** (scales - 1)``). Window sizes are rounded down to
+    the grid and the steps between windows to a multiple of it, so a window never starts between two
+    max-pool cells (which would change the result of every voxel in it). MONAI truncates
+    ``roi * (1 - overlap)`` to get the step, so the overlap passed carries half a voxel of slack.
+    """
+    roi = tuple(min(n, max(multiple, r - r % multiple)) for r, n in zip(roi, shape, strict=True))
+    overlaps = []
+    for r, n in zip(roi, shape, strict=True):
+        if r >= n:
+            overlaps.append(0.0)
+            continue
+        step = max(multiple, int(r * (1 - overlap)) // multiple * multiple)
+        overlaps.append(min(max(0.0, 1.0 - (step + 0.5) / r), 1.0 - 1e-6))
+    return roi, tuple(overlaps)
 
 
 def _foreground_box(normalised: np.ndarray, margin: int) -> tuple[slice, ...]:
@@ -296,18 +319,38 @@ def fuse(
     specs = list(normalization) if normalization is not None else [None] * count
     normalised, norm_info = [], []
     for array, modality, spec, name in zip(arrays, modalities, specs, names, strict=True):
-        spec = spec or loaded.normalization.get(modality)
+        if spec is None:  # no override: the model's rule for this modality
+            spec = loaded.normalization.get(modality)
+            if (
+                modality == "ct"
+                and spec is not None
+                and spec.method == "window"
+                and not looks_like_hounsfield(array)
+            ):
+                # a Hounsfield window on CT that is not in HU (an 8-bit PNG) would squash it into a
+                # sliver of [0, 1]; use the same fallback as training (normalize_intensity's default)
+                spec = None
         data, info = normalize_intensity(array, modality, spec, name)
         normalised.append(data)
         norm_info.append(info)
     stack = np.stack(normalised)
     del normalised
 
-    box = _foreground_box(stack, margin=4) if crop_foreground else tuple(slice(0, s) for s in stack.shape[1:])
-    cropped = np.ascontiguousarray(stack[(slice(None),) + box])
-    roi = resolve_roi_size(cropped.shape[1:], roi_size)
-    total = math.ceil(count_windows(cropped.shape[1:], roi, overlap) / sw_batch_size)
     net = loaded.network
+    multiple = int(getattr(net, "size_multiple", 1))
+    box = _foreground_box(stack, margin=4) if crop_foreground else tuple(slice(0, s) for s in stack.shape[1:])
+    # start the box on the network's pooling grid, so cropping does not shift the max-pool phase
+    box = tuple(slice(s.start - s.start % multiple, s.stop) for s in box)
+    cropped = stack[(slice(None),) + box]
+    # pad to the pooling grid as the network itself would (zeros at the far end), then keep every
+    # window on that grid: window sizes and steps multiples of it
+    grid_pad = [(0, 0)] + [(0, (-n) % multiple) for n in cropped.shape[1:]]
+    cropped = np.ascontiguousarray(np.pad(cropped, grid_pad) if any(p for _, p in grid_pad) else cropped)
+    roi, overlaps = _grid_windows(
+        cropped.shape[1:], resolve_roi_size(cropped.shape[1:], roi_size), overlap, multiple
+    )
+    windows = count_windows(cropped.shape[1:], roi, overlaps)
+    total = math.ceil(windows / sw_batch_size)
     modality_index = torch.tensor([loaded.modalities.index(m) for m in modalities], device=torch_device)
     use_amp = amp and torch_device.type == "cuda"
     hole = int(loaded.meta.get("training", {}).get("interventions", {}).get("hole_size", 16))
@@ -346,7 +389,7 @@ def fuse(
     inferer = SlidingWindowInferer(
         roi_size=roi,
         sw_batch_size=sw_batch_size,
-        overlap=overlap,
+        overlap=overlaps,
         mode="gaussian",
         sw_device=torch_device,
         device=torch.device("cpu"),
@@ -354,10 +397,17 @@ def fuse(
     if progress is not None:
         progress(0, total)
     with torch.inference_mode():
-        output = inferer(torch.from_numpy(cropped)[None].to(torch_device), predictor)[0].numpy()
+        batch = torch.from_numpy(cropped)[None].to(torch_device)
+        if tuple(roi) == tuple(cropped.shape[1:]):
+            # one window covers the image: call the network directly; the inferer's Gaussian blending
+            # (w * y) / w would change the result by rounding
+            output = predictor(batch).float().cpu()[0].numpy()
+        else:
+            output = inferer(batch, predictor)[0].numpy()
 
     shape = stack.shape[1:]
     fused = np.zeros(shape, np.float32)
+    output = output[(slice(None),) + tuple(slice(0, s.stop - s.start) for s in box)]
     fused[box] = np.clip(output[0], 0.0, 1.0)
     channel = 1
     stability_map = contribution_maps = None
@@ -389,7 +439,7 @@ def fuse(
             "contributions": contributions,
             "seed": seed,
         },
-        "windows": total * sw_batch_size,
+        "windows": windows,
         "seconds": round(time.perf_counter() - started, 3),
     }
     return FusionResult(fused, stability_map, contribution_maps, modalities, provenance)

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["DEFAULT_SPECS", "IntensitySpec", "guess_modality", "normalize_intensity"]
+__all__ = ["DEFAULT_SPECS", "IntensitySpec", "guess_modality", "looks_like_hounsfield", "normalize_intensity"]
 
 _METHODS = ("percentile", "window", "robust_max", "minmax", "none")
 
@@ -81,6 +81,11 @@ def guess_modality(name: str) -> str | None:
     return None
 
 
+def looks_like_hounsfield(image: np.ndarray) -> bool:
+    """Whether a CT image is in Hounsfield units: some voxel below -500 (air is about -1000 HU)."""
+    return float(np.min(image)) <= -500
+
+
 def _robust_range(image: np.ndarray, spec: IntensitySpec) -> tuple[float, float]:
     # a strided sample keeps percentiles of large volumes cheap and deterministic
     flat = image.ravel()
@@ -127,7 +132,7 @@ def normalize_intensity(
         )
     if spec is None:
         spec = DEFAULT_SPECS.get(modality, DEFAULT_SPECS["mri"])
-        if modality == "ct" and float(data.min()) > -500:  # not Hounsfield units
+        if modality == "ct" and not looks_like_hounsfield(data):
             spec = DEFAULT_SPECS["mri"]
     if spec.method == "none":
         low, high = 0.0, 1.0
