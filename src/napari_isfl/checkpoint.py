@@ -41,7 +41,7 @@ FORMAT_VERSION = 1
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 #: shipped models: name -> file in ``napari_isfl/weights``
 SHIPPED = {"isfl-2d": "isfl_2d.pt", "isfl-3d": "isfl_3d.pt"}
-_ARCH_KEYS = ("spatial_dims", "modalities", "features", "grid_size", "encoder", "act", "norm")
+_ARCH_KEYS = ("spatial_dims", "modalities", "features", "grid_size", "encoder", "integrator", "act", "norm")
 
 
 class CheckpointError(ValueError):
