@@ -150,7 +150,7 @@ def read_image(path: str | os.PathLike) -> ImageData:
             if array.ndim not in (2, 3):
                 raise ValueError(f"{path}: TIFF of shape {pixels.shape} is neither an image nor a 3D stack")
             return ImageData(array, path, "tiff", chroma=chroma, stored_shape=array.shape)
-    except (OSError, ValueError, EOFError) as error:
+    except Exception as error:  # readers raise many types (nibabel's ImageFileError, zlib.error, ...)
         if isinstance(error, ValueError) and str(path) in str(error):
             raise
         raise ValueError(f"{path}: could not be read as {suffix} ({error})") from error
