@@ -466,14 +466,34 @@ def fuse_files(
         FileExistsError: ``output`` exists and ``overwrite`` is False.
         CoregistrationError: inputs not on one grid and ``resample`` is False.
     """
-    from .io import check_coregistration, read_image, resample_to_reference, write_image
+    from .io import (
+        IMAGE_SUFFIXES,
+        RASTER_SUFFIXES,
+        check_coregistration,
+        image_suffix,
+        read_image,
+        resample_to_reference,
+        write_image,
+    )
 
     fuse_options.setdefault("stability", stability_output is not None)
     targets = [Path(output)] + ([Path(stability_output)] if stability_output else [])
+    # refuse what write_image would refuse before any work: a failure after the fused output is
+    # written (e.g. at the stability file) would leave a replaced output behind a failed run
     for target in targets:
         if target.exists() and not overwrite:
             raise FileExistsError(f"{target} exists; choose another name or allow overwriting")
+        if image_suffix(target) not in IMAGE_SUFFIXES:
+            raise ValueError(
+                f"{target}: unsupported output type {image_suffix(target)!r}; "
+                "use .nii.gz, .nii, .png, .jpg, .bmp or .tif"
+            )
     data = [read_image(path) for path in inputs]
+    for target in targets:
+        if data[0].array.ndim == 3 and image_suffix(target) in RASTER_SUFFIXES:
+            raise ValueError(
+                f"{target}: a 3D result cannot be written as {image_suffix(target)}; use .nii.gz or .tif"
+            )
     if len(data) < 2:
         raise ValueError(f"fusion needs at least two inputs, got {len(data)}")
     if resample:
