@@ -56,6 +56,7 @@ def _assert_same_placement(output: Image, reference: Image) -> None:
     np.testing.assert_allclose(layer_world_affine(output), layer_world_affine(reference))
 
 
+@pytest.mark.filterwarnings("ignore:Non-orthogonal slicing")  # napari's own note on the sheared layer
 def test_world_affine_matches_napari_transform():
     layer = Image(
         np.zeros((4, 5, 6)),
