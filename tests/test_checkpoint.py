@@ -154,7 +154,7 @@ def test_weights_only_refuses_arbitrary_objects(tmp_path: Path) -> None:
     path = tmp_path / "evil.pt"
     payload = {"format": FORMAT, "format_version": 1, "architecture": "ISFLNet", "x": _Exploit(marker)}
     with open(path, "wb") as handle:
-        pickle.dump(payload, handle)
+        pickle.dump(payload, handle, protocol=2)  # torch.save's protocol
     _refused(path, "not a readable napari-isfl checkpoint")
     assert not marker.exists()
     torch.save(payload, path)  # also through torch's own zip format

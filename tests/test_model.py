@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from core_helpers import SHAPE_2D, SHAPE_3D, TINY_FEATURES, randomize_film, tiny_net
-from napari_isfl.model import ISFLNet, modality_indices
+from napari_isfl.model import ISFLNet, _attend, modality_indices
 
 CASES = [
     pytest.param(2, SHAPE_2D, 2, id="2d-2mod"),
@@ -170,3 +170,34 @@ def test_init_args_rebuild_the_same_network() -> None:
     rebuilt = ISFLNet(**net.init_args)
     shapes = {k: v.shape for k, v in net.state_dict().items()}
     assert shapes == {k: v.shape for k, v in rebuilt.state_dict().items()}
+
+
+def test_chunked_attention_equals_unchunked() -> None:
+    """The query-chunked attention (used on large volumes) equals the one-piece computation."""
+    generator = torch.Generator().manual_seed(0)
+    query, key_t = torch.randn(2, 37, 8, generator=generator), torch.randn(2, 8, 5, generator=generator)
+    value = torch.randn(2, 5, 11, generator=generator)
+    torch.testing.assert_close(_attend(query, key_t, value, chunk=6), _attend(query, key_t, value))
+
+
+@pytest.mark.parametrize(("dims", "shape"), [(2, (1, 1)), (2, (3, 2)), (3, (1, 2, 3)), (3, (5, 1, 1))])
+def test_smaller_than_the_coarsest_scale(dims: int, shape: tuple[int, ...]) -> None:
+    """Images smaller than the pooling factor still give their own shape (padding is cropped away)."""
+    net = tiny_net(dims).eval()
+    with torch.no_grad():
+        out = net(_inputs(shape, 2, batch=1), ["mri", "ct"], return_maps=True)
+    assert out["fused"].shape == (1, 1, *shape)
+    assert out["contributions"].shape == (1, 2, *shape)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="model.py bug: an index tensor with the wrong number of rows for the batch is reported as "
+    "'got N modality tags for N input images' (the check compares (rows, N) with (batch, N) but the "
+    "message prints only N), which points the user at the wrong problem",
+)
+def test_index_tensor_rows_must_match_batch() -> None:
+    """A (rows, N) index tensor whose row count is not the batch size names the batch in its error."""
+    net = tiny_net(2)
+    with pytest.raises(ValueError, match="batch"):
+        net(_inputs(SHAPE_2D, 2, batch=2), torch.tensor([[0, 1], [0, 1], [0, 1]]))
