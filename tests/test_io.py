@@ -281,3 +281,16 @@ def test_resample_plain_images_by_shape() -> None:
     resized = resample_to_reference(small, reference)
     assert resized.array.shape == (40, 50) and resized.chroma.shape == (2, 40, 50)
     assert resized.array.mean() == pytest.approx(small.array.mean(), rel=0.02)
+
+
+def test_resample_2d_nifti_stored_as_2d(tmp_path: Path) -> None:
+    """A 2D NIfTI stored as (x, y) is resampled like the (x, y, 1) slice it describes (nibabel's
+    resampler refuses 2D images)."""
+    reference = read_image(write_nifti(tmp_path / "ref.nii", phantom((20, 22), 1), np.eye(4)))
+    shifted = np.eye(4)
+    shifted[0, 3] = 2.0  # voxel i of the moving slice is voxel i + 2 of the reference
+    moving = read_image(write_nifti(tmp_path / "mov.nii", phantom((20, 22), 2), shifted))
+    resampled = resample_to_reference(moving, reference)
+    assert resampled.array.shape == (20, 22)
+    np.testing.assert_allclose(resampled.array[2:], moving.array[:-2], atol=1e-6)
+    assert (resampled.array[:2] == 0).all()  # outside the moving slice's field of view

@@ -314,10 +314,14 @@ def resample_to_reference(image: ImageData, reference: ImageData, order: int = 1
         import nibabel as nib
         from nibabel.processing import resample_from_to
 
+        def as_3d(shape: tuple[int, ...]) -> tuple[int, ...]:
+            # a 2D NIfTI stored as (x, y) is resampled as the (x, y, 1) volume it describes
+            return tuple(shape[:3]) + (1,) * (3 - len(shape[:3]))
+
         source = nib.Nifti1Image(
-            np.asarray(image.array, dtype=np.float32).reshape(image.stored_shape[:3]), image.affine
+            np.asarray(image.array, dtype=np.float32).reshape(as_3d(image.stored_shape)), image.affine
         )
-        target_shape = reference.stored_shape[:3]
+        target_shape = as_3d(reference.stored_shape)
         resampled = resample_from_to(source, (target_shape, reference.affine), order=order, cval=0.0)
         array = np.asarray(resampled.dataobj, dtype=np.float32).reshape(reference.array.shape)
         return replace(
