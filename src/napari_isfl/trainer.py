@@ -79,6 +79,7 @@ DEFAULT_CONFIG: dict = {
         "val_every": 200,
         "log_every": 10,
         "threads": None,
+        "init": None,
     },
 }
 
@@ -290,6 +291,10 @@ def train(config: dict, resume: str | os.PathLike | None = None, progress: bool 
     val_cases, _ = _load_cases(data_cfg["val"], config)
     val_cases = val_cases[: int(data_cfg.get("val_max_cases") or len(val_cases))]
     network = ISFLNet(**config["model"]).to(device)
+    if run_cfg.get("init"):  # fine-tune: start from a model checkpoint's weights with a fresh optimizer
+        from .checkpoint import load_model
+
+        network.load_state_dict(load_model(run_cfg["init"], network.spatial_dims).network.state_dict())
     criterion = ISFLLoss(network.spatial_dims, ISFLLossWeights(**config["loss"])).to(device)
     icfg = dict(config["interventions"])
     icfg["num_holes"] = tuple(icfg["num_holes"])
@@ -457,6 +462,8 @@ def run(args: argparse.Namespace) -> int:
     if args.max_minutes:
         overrides.append(f"optim.max_minutes={args.max_minutes}")
     config = load_config(args.config, overrides)
+    if args.init:
+        config["run"]["init"] = str(Path(args.init).resolve())
     if args.data_root:
         config["data"]["root"] = str(Path(args.data_root).resolve())
     path = train(config, resume=args.resume, progress=not args.quiet)
@@ -484,6 +491,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", help="auto, cpu, cuda, cuda:N (run.device)")
     parser.add_argument("--max-steps", type=int, help="optim.max_steps")
     parser.add_argument("--max-minutes", type=float, help="stop after this wall time (optim.max_minutes)")
+    parser.add_argument("--init", help="start from this model checkpoint's weights (fine-tuning)")
     parser.add_argument("--data-root", help="folder the data sources are relative to (data.root)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run)
