@@ -159,6 +159,12 @@ class ISFLLossWeights:
         return asdict(self)
 
 
+def _as_float(maps: dict | None) -> dict | None:
+    if maps is None:
+        return None
+    return {k: [g.float() for g in v] if isinstance(v, list) else v.float() for k, v in maps.items()}
+
+
 class ISFLLoss(nn.Module):
     """The full ISFL objective over the outputs of one training step (see :func:`training_step`)."""
 
@@ -184,6 +190,12 @@ class ISFLLoss(nn.Module):
         Returns:
             every term (``loss`` is the weighted total, the others detached for logging).
         """
+        # losses in float32 even under autocast: SSIM's variances (E[x^2] - mu^2) and Laplacian
+        # differences cancel catastrophically in bfloat16, which made GPU training diverge
+        with torch.autocast(sources.device.type, enabled=False):
+            return self._forward(sources.float(), _as_float(clean), _as_float(masked), _as_float(dropped))
+
+    def _forward(self, sources: torch.Tensor, clean: dict, masked: dict | None, dropped: dict | None) -> dict:
         w = self.weights
         terms = self.fidelity(clean["fused"], sources)
         total = w.fidelity * terms["fidelity"]
