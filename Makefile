@@ -1,0 +1,39 @@
+# napari-isfl: two commands set everything up on a fresh machine.
+#   make demo   create .venv, install, fuse the bundled sample data with the shipped model (demo_output/)
+#   make test   create .venv, install (with test and Qt extras), run the test suite (headless via Xvfb)
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch first: a bare "torch" requirement would pull a multi-GB CUDA build
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: demo test test-all lint install system-deps clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[test,qt]"
+	touch $@
+
+install: $(BIN)/.installed
+
+demo: $(BIN)/.installed
+	$(BIN)/isfl demo --output demo_output
+
+# napari's viewer tests need a display: Xvfb (installed by `make system-deps` on Debian/Ubuntu)
+test: $(BIN)/.installed
+	@command -v xvfb-run >/dev/null || $(MAKE) system-deps
+	xvfb-run -a $(BIN)/python -m pytest
+
+test-all: $(BIN)/.installed
+	xvfb-run -a $(BIN)/python -m pytest -m "slow or not slow"
+
+lint: $(BIN)/.installed
+	$(BIN)/python -m ruff check src tests benchmarks scripts docs/scripts
+
+system-deps:
+	bash scripts/install_system_deps.sh
+
+clean:
+	rm -rf $(VENV) demo_output .pytest_cache
