@@ -17,7 +17,13 @@ from . import __version__
 __all__ = ["main"]
 
 #: subcommand modules, each exposing ``register(subparsers)``
-SUBCOMMAND_MODULES = ("napari_isfl.cli_fuse", "napari_isfl.trainer", "napari_isfl.evaluation", "napari_isfl.cli_demo")
+SUBCOMMAND_MODULES = (
+    "napari_isfl.cli_fuse",
+    "napari_isfl.trainer",
+    "napari_isfl.evaluation",
+    "napari_isfl.cli_demo",
+    "napari_isfl.robustness",
+)
 
 
 class CommandError(Exception):
