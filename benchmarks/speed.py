@@ -10,7 +10,8 @@ Examples::
     # the issue-2 budget: two-modality 240x240x155 volume, CPU, 2 threads, default model
     python benchmarks/speed.py --device cpu --threads 2 --case brats
     # a size sweep on synthetic volumes, with the DWT baseline in the same run
-    python benchmarks/speed.py --device cpu --threads 2 --sizes 256x256 128x128x128 240x240x155 --baselines dwt
+    python benchmarks/speed.py --device cpu --threads 2 --sizes 256x256 128x128x128 240x240x155 \\
+        --baselines dwt
     # GPU, mixed precision
     python benchmarks/speed.py --device cuda --sizes 128x128x128 256x256x256 512x512x512
 """
@@ -131,17 +132,30 @@ def _child(spec: dict, queue: mp.Queue) -> None:
 
 
 def measure(spec: dict) -> dict:
+    """One measurement in a fresh child process; a child that dies (killed for memory) gives an error row."""
+    import queue as queue_module
+
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     process = ctx.Process(target=_child, args=(spec, queue))
     process.start()
-    row = queue.get()
+    while True:
+        try:
+            row = queue.get(timeout=5)
+            break
+        except queue_module.Empty:
+            if not process.is_alive():
+                row = {"error": f"child process died (exit code {process.exitcode})",
+                       "input": spec["case"] or spec["size"]}
+                break
     process.join()
     return row
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", nargs="*", default=[], help="synthetic sizes, e.g. 256x256 128x128x128")
     parser.add_argument("--case", action="append", default=[], choices=sorted(REAL_CASES),
                         help="real co-registered case(s) from --data-root")
