@@ -190,12 +190,6 @@ def test_smaller_than_the_coarsest_scale(dims: int, shape: tuple[int, ...]) -> N
     assert out["contributions"].shape == (1, 2, *shape)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="model.py bug: an index tensor with the wrong number of rows for the batch is reported as "
-    "'got N modality tags for N input images' (the check compares (rows, N) with (batch, N) but the "
-    "message prints only N), which points the user at the wrong problem",
-)
 def test_index_tensor_rows_must_match_batch() -> None:
     """A (rows, N) index tensor whose row count is not the batch size names the batch in its error."""
     net = tiny_net(2)

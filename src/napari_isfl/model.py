@@ -261,8 +261,9 @@ class ISFLNet(nn.Module):
             weights per modality tag, as in the paper).
         integrator: ``"cfi"`` (Causal Feature Integrator) or ``"mean"`` (ablation: plain mean).
         act: activation (MONAI name or ``(name, args)``), LeakyReLU by default.
-        norm: normalisation, batch norm by default (per-voxel in evaluation mode, so sliding-window
-            results do not depend on the window).
+        norm: normalisation, batch norm by default (a per-channel affine map in evaluation mode, so
+            it adds no dependence on the window; the pooled attention and the convolutions' zero
+            padding still make sliding-window results differ slightly from a single pass).
 
     Input ``(B, N, *spatial)`` with N >= 2 and intensities in [0, 1]; any spatial size (padded
     internally to a multiple of ``2 ** (len(features) - 1)``). Output ``(B, 1, *spatial)`` in [0, 1].
@@ -400,8 +401,13 @@ class ISFLNet(nn.Module):
         if num_mod < 2:
             raise ValueError(f"fusion needs at least two input modalities, got {num_mod}")
         modality = modality_indices(modalities, self.modalities, batch, images.device)
-        if modality.shape != (batch, num_mod):
+        if modality.shape[-1] != num_mod:
             raise ValueError(f"got {modality.shape[-1]} modality tags for {num_mod} input images")
+        if modality.shape[0] != batch:
+            raise ValueError(
+                f"modality index tensor has {modality.shape[0]} rows for a batch of {batch}; give one row "
+                "per sample, or one row of N tags for the whole batch"
+            )
 
         pads: list[int] = []
         for size in reversed(spatial):

@@ -100,8 +100,12 @@ def training_step(
     inner = getattr(model, "module", model)  # DistributedDataParallel wraps the network
     batch, num_mod = images.shape[:2]
     modality = modality_indices(modalities, inner.modalities, batch, images.device)
-    masked = interventions.masked(images)
-    dropped = interventions.dropped(images)
+    weights = criterion.weights
+    # passes whose loss term is switched off would only cost time
+    masked = interventions.masked(images) if weights.invariance > 0 else None
+    dropped = (
+        interventions.dropped(images) if weights.necessity > 0 and weights.necessity_mode != "off" else None
+    )
     groups = [images.unsqueeze(0)] + [g for g in (masked, dropped) if g is not None]
     sizes = [g.shape[0] for g in groups]
 
