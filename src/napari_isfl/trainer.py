@@ -384,7 +384,7 @@ def train(config: dict, resume: str | os.PathLike | None = None, progress: bool 
 
         bar = tqdm(total=max_steps, initial=start_step, desc="isfl train", dynamic_ncols=True)
     model.train()
-    step = start_step
+    step = saved_step = start_step
     last_val: dict = {}
     for images, tags in loader:
         interventions.set_random_state(seed * 1_000_003 + dataset.batch_key(step))
@@ -437,8 +437,11 @@ def train(config: dict, resume: str | os.PathLike | None = None, progress: bool 
                 export(step, {"step": step})
         if is_main and (step % int(run_cfg["checkpoint_every"]) == 0 or stop):
             save_state(step)
+            saved_step = step
         if stop:
             break
+    if is_main and step > start_step and saved_step != step:  # the data ran out early: keep the state
+        save_state(step)
     if bar is not None:
         bar.close()
     if is_main:

@@ -1,0 +1,172 @@
+"""The training loop: config handling, learning, exact resume, checkpoints and the DDP code path."""
+
+from __future__ import annotations
+
+import csv
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from napari_isfl.checkpoint import load_model
+from napari_isfl.data import CropDataset, LoadedCase, cases_from_folder
+from napari_isfl.trainer import load_config, train
+
+
+def _phantom_pair(seed: int, size: int = 40) -> tuple[np.ndarray, np.ndarray]:
+    """An 'MRI' with soft blobs and a 'CT' with a bright ring: different content, one grid."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size] / size
+    mri = np.zeros((size, size))
+    for _ in range(4):
+        cy, cx, r = rng.uniform(0.25, 0.75, 2).tolist() + [rng.uniform(0.05, 0.15)]
+        mri += np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r**2))
+    radius = np.hypot(yy - 0.5, xx - 0.5)
+    ct = ((radius > 0.35) & (radius < 0.42)) * 1.0 + 0.2 * (radius < 0.35)
+    return (mri / mri.max() * 255).astype(np.uint8), (ct * 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def harvard_like(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny data set in the Harvard layout: TASK/MRI/NAME.png + TASK/CT/NAME.png."""
+    root = tmp_path_factory.mktemp("data")
+    for split, seeds in (("train", range(4)), ("dev", range(10, 12))):
+        for seed in seeds:
+            mri, ct = _phantom_pair(seed)
+            for modality, image in (("MRI", mri), ("CT", ct)):
+                folder = root / split / "CT-MRI" / modality
+                folder.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(image).save(folder / f"{seed:03d}.png")
+    return root
+
+
+def _config(root: Path, out: Path, steps: int, **extra: object) -> Path:
+    config = {
+        "model": {"spatial_dims": 2, "features": [4, 8, 8], "grid_size": 2},
+        "data": {"root": str(root), "train": [{"type": "folder", "path": "train"}],
+                 "val": [{"type": "folder", "path": "dev"}], "crop_size": [32, 32], "batch_size": 2,
+                 "num_workers": 0},
+        "optim": {"lr": 0.005, "warmup_steps": 1, "max_steps": steps, "amp": False},
+        "run": {"output_dir": str(out), "log_every": 1, "val_every": steps, "checkpoint_every": 2,
+                "device": "cpu", "threads": 1},
+    }
+    for dotted, value in extra.items():
+        section, key = dotted.split("__")
+        config[section][key] = value
+    path = out.parent / f"{out.name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _losses(run: Path) -> list[float]:
+    with open(run / "log.csv") as handle:
+        return [float(r["loss"]) for r in csv.DictReader(handle)]
+
+
+def test_config_merges_overrides_and_rejects_unknown_keys(harvard_like: Path, tmp_path: Path) -> None:
+    path = _config(harvard_like, tmp_path / "run", 3)
+    config = load_config(path, ["optim.lr=0.01", "model.features=[4,4,8]"])
+    assert config["optim"]["lr"] == 0.01 and config["model"]["features"] == [4, 4, 8]
+    assert config["loss"]["necessity_mode"] == "penalize"  # defaults fill what the file leaves out
+    with pytest.raises(ValueError, match="optim.learning_rate"):
+        load_config(path, ["optim.learning_rate=0.1"])
+    with pytest.raises(ValueError, match="section.key=value"):
+        load_config(path, ["lr0.1"])
+    with pytest.raises(ValueError, match="crop_size"):
+        load_config(path, ["data.crop_size=[32,32,32]"])
+    with pytest.raises(ValueError, match="necessity"):
+        load_config(path, ["loss.necessity_mode=sometimes"])
+
+
+def test_a_few_steps_reduce_the_loss_and_write_a_usable_model(harvard_like: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    model_path = train(load_config(_config(harvard_like, out, 24, data__augment=False)), progress=False)
+    losses = _losses(out)
+    assert len(losses) == 24
+    assert np.mean(losses[-4:]) < 0.8 * np.mean(losses[:4])
+    loaded = load_model(model_path, 2)
+    meta = loaded.meta
+    assert meta["training"]["steps"] == 24 and len(meta["data_hash"]) == 16
+    assert meta["training"]["config"]["model"]["features"] == [4, 8, 8]
+    assert (out / "val.csv").exists() and (out / "loss.png").exists() and (out / "config.yaml").exists()
+
+
+def test_resume_continues_identically(harvard_like: Path, tmp_path: Path) -> None:
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    train(load_config(_config(harvard_like, straight, 6)), progress=False)
+    _train_until(load_config(_config(harvard_like, split, 6)), 3)  # an interrupted run
+    train(load_config(_config(harvard_like, split, 6)), resume="auto", progress=False)
+    a = torch.load(straight / "state.pt", weights_only=True)
+    b = torch.load(split / "state.pt", weights_only=True)
+    assert a["step"] == b["step"] == 6
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert _losses(straight) == _losses(split)
+
+
+def _train_until(config: dict, steps: int) -> None:
+    """Run the first ``steps`` steps of a longer schedule (as an interrupted run would have)."""
+    from napari_isfl import trainer
+
+    original = trainer.CropDataset
+
+    class Interrupted(original):  # the loader simply runs dry after ``steps`` steps
+        def __len__(self) -> int:
+            return min(super().__len__(), (steps - self.start_step) * self.batch_size)
+
+    trainer.CropDataset = Interrupted
+    try:
+        train(config, progress=False)
+    finally:
+        trainer.CropDataset = original
+
+
+def test_crops_are_a_pure_function_of_seed_step_and_rank(harvard_like: Path) -> None:
+    from napari_isfl.data import load_case
+
+    cases = [load_case(c) for c in cases_from_folder(harvard_like / "train")]
+
+    def make(start: int, rank: int) -> CropDataset:
+        return CropDataset(cases, (16, 16), 2, 4, seed=3, start_step=start, world_size=2, rank=rank)
+
+    full, resumed, other_rank = make(0, 0), make(2, 0), make(0, 1)
+    assert torch.equal(full[4][0], resumed[0][0])  # step 2, position 0, whatever the starting step
+    assert not torch.equal(full[0][0], other_rank[0][0])
+
+
+def test_batches_share_their_number_of_inputs() -> None:
+    rng = np.random.default_rng(0)
+    cases = [LoadedCase(rng.random((3, 20, 20), dtype=np.float32), ["mri", "ct", "pet"], "a"),
+             LoadedCase(rng.random((2, 20, 20), dtype=np.float32), ["mri", "pet"], "b")]
+    data = CropDataset(cases, (8, 8), 4, 6, num_inputs=(2, 3), seed=1)
+    for step in range(6):
+        counts = {data[step * 4 + i][0].shape[0] for i in range(4)}
+        assert len(counts) == 1
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_distributed_data_parallel_on_cpu_with_gloo(harvard_like: Path, tmp_path: Path) -> None:
+    """`torchrun --nproc_per_node 2 ... isfl train` trains one model with two gloo processes."""
+    out = tmp_path / "ddp"
+    config = _config(harvard_like, out, 3)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+               "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+               "-m", "napari_isfl.cli", "train", "--config", str(config), "-q"]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=240)
+    assert result.returncode == 0, result.stderr[-2000:]
+    meta = load_model(out / "model.pt", 2).meta
+    assert meta["training"]["world_size"] == 2
+    assert len(_losses(out)) == 3  # rank 0 alone writes the log
