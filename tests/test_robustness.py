@@ -30,6 +30,7 @@ from napari_isfl.robustness import (
     crop_stack,
     options_from_args,
     pooled_psnr,
+    report_from_csv,
     run_robustness,
     score_fusion,
     select_cases,
@@ -149,6 +150,9 @@ def test_end_to_end_2d_cli(capsys, tmp_path: Path, harvard_like: Path, models) -
         assert (out / "plots" / f"{name}.png").stat().st_size > 1000
     for name in ("gaussian_noise", "truncation", "dropout"):
         assert (out / "montages" / f"{name}.png").stat().st_size > 1000
+    # the report can be rewritten from the CSV alone, identically
+    report_from_csv(out)
+    assert (out / "summary.md").read_text() == markdown
     summary = read_rows(out / "summary.csv")
     assert {(r["family"], r["level"]) for r in summary} >= {("clean", "0"), ("dropout", "3")}
 

@@ -65,10 +65,13 @@ __all__ = [
     "PreparedCase",
     "RobustnessOptions",
     "add_arguments",
+    "load_rows",
     "main",
     "options_from_args",
+    "pooled_psnr",
     "prepare_case",
     "register",
+    "report_from_csv",
     "run_robustness",
     "score_fusion",
     "select_cases",
@@ -81,12 +84,12 @@ __all__ = [
 ISFL_METHODS = ("isfl", "isfl-noiv")
 METHODS = (*ISFL_METHODS, *BASELINES)
 DEFAULT_LEVELS = (1, 2, 3)
-DEFAULT_CASES = 4
-DEFAULT_CROP_3D = 48
+DEFAULT_CASES = 8
+DEFAULT_CROP_3D = 64
 QUICK_FAMILIES = ("gaussian_noise", "bias_field", "truncation", "dropout")
 QUICK_LEVELS = (1, 3)
 QUICK_CASES = 2
-QUICK_CROP_3D = 32
+QUICK_CROP_3D = 48
 #: a voxel is foreground when some clean normalised modality exceeds this (as in ``isfl evaluate``)
 FOREGROUND_THRESHOLD = 0.02
 #: the value added to one voxel of a constant input before ISFL sees it (see the module docstring)
@@ -710,12 +713,20 @@ def _family_columns(family: str) -> list[tuple[str, str]]:
 def _pivot(
     summary: Sequence[dict], key: str, methods: Sequence[str], families: Sequence[str], levels: Sequence[int]
 ) -> list[str]:
-    """Family x method table of ``key`` (one-modality targets, mean over the given levels); bold = best."""
+    """Family x method table of ``key`` (one-modality targets, mean over the given levels); bold = best.
+
+    For a plain metric (not a change or fidelity) the first row holds the clean-input values.
+    """
     lines = ["| family | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
     table = {(r["family"], r["method"], r["level"]): r for r in summary if r["target"] == "one"}
-    for family in families:
+    table |= {("clean", r["method"], 0): r for r in summary if r["family"] == "clean"}
+    with_clean = key in STANDARD_METRICS
+    for family in (["clean"] if with_clean else []) + list(families):
+        levels_here = [0] if family == "clean" else levels
         values = [
-            _mean([table[(family, m, lv)].get(key, math.nan) for lv in levels if (family, m, lv) in table])
+            _mean(
+                [table[(family, m, lv)].get(key, math.nan) for lv in levels_here if (family, m, lv) in table]
+            )
             for m in methods
         ]
         finite = [v for v in values if not math.isnan(v)]
@@ -728,15 +739,25 @@ def _pivot(
             )
             for v in values
         ]
-        lines.append(f"| {family} | " + " | ".join(cells) + " |")
+        label = "*clean inputs*" if family == "clean" else family
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines
 
 
+#: the measures of robustness (stability) and of quality under perturbation compared between two methods
+STABILITY_MEASURES = ("fid_ssim", "fid_psnr", *(f"delta_{k}" for k in ("MI", "SCD", "VIF", "Qabf", "SSIM")))
+QUALITY_MEASURES = ("MI", "SCD", "VIF", "Qabf", "SSIM")
+
+
 def _comparison(
-    summary: Sequence[dict], first: str, second: str, families: Sequence[str], levels: Sequence[int]
+    summary: Sequence[dict],
+    first: str,
+    second: str,
+    families: Sequence[str],
+    levels: Sequence[int],
+    measures: Sequence[str] = STABILITY_MEASURES,
 ) -> list[str]:
     """Per family: on how many (level, measure) pairs ``first`` beats ``second`` (one-modality targets)."""
-    measures = ["fid_ssim", "fid_psnr", *(f"delta_{k}" for k in ("MI", "SCD", "VIF", "Qabf", "SSIM"))]
     table = {(r["family"], r["method"], r["level"]): r for r in summary if r["target"] == "one"}
     lines = [f"| family | {first} better than {second} | of | where {first} is worse |", "|---|---|---|---|"]
     total_won = total = 0
@@ -794,8 +815,15 @@ def markdown_report(rows: Sequence[dict], summary: Sequence[dict], info: dict[st
         "Fidelity to the clean-input fusion, SSIM (higher = more stable; bold = best):\n",
         *_pivot(summary, "fid_ssim", methods, families, levels),
         "",
+        "Qabf of the perturbed-input fusion against the clean sources (first row: clean inputs; a stable "
+        "method with a poor clean fusion loses little because it had little; read with this table):\n",
+        *_pivot(summary, "Qabf", methods, families, levels),
+        "",
         "Change of Qabf against the clean sources (higher = more edge information kept):\n",
         *_pivot(summary, "delta_Qabf", methods, families, levels),
+        "",
+        "VIF of the perturbed-input fusion against the clean sources (first row: clean inputs):\n",
+        *_pivot(summary, "VIF", methods, families, levels),
         "",
         "Change of VIF against the clean sources:\n",
         *_pivot(summary, "delta_VIF", methods, families, levels),
@@ -803,9 +831,13 @@ def markdown_report(rows: Sequence[dict], summary: Sequence[dict], info: dict[st
     ]
     if "isfl" in methods and "isfl-noiv" in methods:
         parts += [
-            "ISFL against its twin trained without interventions: measures (fid SSIM, fid PSNR, ΔMI, ΔSCD, "
-            "ΔVIF, ΔQabf, ΔSSIM) x levels on which ISFL is higher:\n",
+            "ISFL against its twin trained without interventions. Stability: measures (fid SSIM, fid PSNR, "
+            "ΔMI, ΔSCD, ΔVIF, ΔQabf, ΔSSIM) x levels on which ISFL is higher:\n",
             *_comparison(summary, "isfl", "isfl-noiv", families, levels),
+            "",
+            "Quality under perturbation: metrics (MI, SCD, VIF, Qabf, SSIM against the clean sources) x "
+            "levels on which ISFL is higher:\n",
+            *_comparison(summary, "isfl", "isfl-noiv", families, levels, QUALITY_MEASURES),
             "",
         ]
     clean = [r for r in summary if r["family"] == "clean"]
@@ -853,6 +885,21 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save_png(fig: Any, path: Path) -> Path:
+    """Save a figure as a palette PNG (256 colours): a fraction of the size of matplotlib's RGBA PNG."""
+    import io
+
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    buffer.seek(0)
+    with Image.open(buffer) as image:
+        image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+    return path
 
 
 def _curve(summary: Sequence[dict], family: str, method: str, target: str, key: str) -> tuple[list, list]:
@@ -915,8 +962,7 @@ def plot_family(summary: Sequence[dict], family: str, path: Path) -> Path:
     fig.legend(handles, labels, loc="upper right", fontsize=8, ncol=len(methods))
     fig.suptitle(f"{family}: solid = one modality perturbed, dashed = all modalities", fontsize=10, x=0.35)
     fig.tight_layout(rect=(0, 0, 1, 0.95))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    _save_png(fig, path)
     plt.close(fig)
     return path
 
@@ -960,8 +1006,7 @@ def plot_grid(summary: Sequence[dict], path: Path) -> Path:
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", fontsize=7, ncol=len(methods))
     fig.tight_layout(rect=(0, 0.03, 1, 1))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    _save_png(fig, path)
     plt.close(fig)
     return path
 
@@ -1017,8 +1062,7 @@ def save_montage(record: MontageRecord, path: Path) -> Path:
         )
     fig.suptitle(f"{record.case}: top clean, bottom {level_text} (* = perturbed input)", fontsize=9)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    _save_png(fig, path)
     plt.close(fig)
     return path
 
@@ -1069,6 +1113,38 @@ def write_outputs(
             record, output / "montages" / f"{record.family}.png"
         )
     return written
+
+
+_TEXT_COLUMNS = ("task", "case", "method", "family", "target", "target_modality", "parameter")
+_INT_COLUMNS = ("level", "target_index", "seed")
+
+
+def load_rows(path: str | Path) -> list[dict]:
+    """Read a ``robustness.csv`` back with its numbers as numbers (``inf``/``nan`` included)."""
+    rows = []
+    with open(path, newline="") as handle:
+        for raw in csv.DictReader(handle):
+            row: dict[str, Any] = {}
+            for key, text in raw.items():
+                if key in _TEXT_COLUMNS or text == "":
+                    row[key] = text
+                elif key in _INT_COLUMNS:
+                    row[key] = int(text)
+                else:
+                    row[key] = float(text)
+            rows.append(row)
+    return rows
+
+
+def report_from_csv(output: str | Path, plots: bool = True) -> dict[str, Path]:
+    """Rewrite the summary, Markdown report and plots of a finished run from its ``robustness.csv``.
+
+    Montages need the images and are left as they are. ``run.json`` supplies the setup lines.
+    """
+    output = Path(output)
+    info_path = output / "run.json"
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    return write_outputs(load_rows(output / "robustness.csv"), output, info, plots=plots)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1174,6 +1250,15 @@ def options_from_args(args: argparse.Namespace) -> RobustnessOptions:
     )
 
 
+def _command_line() -> str:
+    """The command as typed: ``isfl ...`` or ``python benchmarks/robustness.py ...``."""
+    if not sys.argv:
+        return ""
+    program = sys.argv[0]
+    head = ["python", program] if program.endswith(".py") else [Path(program).name]
+    return shlex.join([*head, *sys.argv[1:]])
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark from parsed arguments; prints where the outputs went."""
     options = options_from_args(args)
@@ -1189,20 +1274,22 @@ def run(args: argparse.Namespace) -> int:
             f"--montage-case {options.montage_case} is out of range: {len(cases)} case(s) selected"
         )
     runner = MethodRunner(options.methods, options.model, options.baseline_model, options.device)
+    load = " ".join(f"{v:.2f}" for v in os.getloadavg())
     started = time.perf_counter()
     say = None if args.quiet else (lambda text: print(text, file=sys.stderr, flush=True))
     rows, montages = run_robustness(cases, options, runner=runner, progress=say)
     import torch
 
     info = {
-        "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else "",
+        "command": _command_line(),
         "data": str(args.data),
         "cases": [c.name for c in cases],
         "options": options.__dict__,
         "models": runner.provenance(),
         "seconds": round(time.perf_counter() - started, 1),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads "
-        f"{torch.get_num_threads()}, python {platform.python_version()}, torch {torch.__version__}",
+        f"{torch.get_num_threads()}, python {platform.python_version()}, torch {torch.__version__}, "
+        f"load average at start {load}",
         "seed": options.seed,
         "crop_3d": options.crop_3d,
     }
