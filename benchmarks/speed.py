@@ -33,8 +33,10 @@ import numpy as np
 
 REAL_CASES = {
     # the real volumes need ../shared/data; "sample" uses the bundled (cropped) TCGA case
-    "brats": ["volumes/brats/TCGA-DU-7294/TCGA-DU-7294_t1c_bet.nii.gz",
-              "volumes/brats/TCGA-DU-7294/TCGA-DU-7294_fla_bet.nii.gz"],
+    "brats": [
+        "volumes/brats/TCGA-DU-7294/TCGA-DU-7294_t1c_bet.nii.gz",
+        "volumes/brats/TCGA-DU-7294/TCGA-DU-7294_fla_bet.nii.gz",
+    ],
 }
 
 
@@ -83,8 +85,14 @@ def _child(spec: dict, queue: mp.Queue) -> None:
             model = load_model(spec["model"], images[0].ndim, device)
 
             def run() -> dict:
-                result = fuse(images, ["mri"] * len(images), model=model, device=device,
-                              crop_foreground=spec["crop"], amp=spec["amp"])
+                result = fuse(
+                    images,
+                    ["mri"] * len(images),
+                    model=model,
+                    device=device,
+                    crop_foreground=spec["crop"],
+                    amp=spec["amp"],
+                )
                 return {"windows": result.provenance["windows"]}
         else:
             from napari_isfl.baselines import fuse_baseline
@@ -123,7 +131,8 @@ def _child(spec: dict, queue: mp.Queue) -> None:
             "peak_rss_gb": round(peak_rss / 2**20, 3),
             "fusion_rss_gb": round((peak_rss - base_rss) / 2**20, 3),
             "gpu_peak_gb": round(torch.cuda.max_memory_allocated() / 2**30, 3)
-            if device is not None and device.type == "cuda" else "",
+            if device is not None and device.type == "cuda"
+            else "",
             "crop_foreground": spec["crop"],
         } | info
         queue.put(row)
@@ -145,8 +154,10 @@ def measure(spec: dict) -> dict:
             break
         except queue_module.Empty:
             if not process.is_alive():
-                row = {"error": f"child process died (exit code {process.exitcode})",
-                       "input": spec["case"] or spec["size"]}
+                row = {
+                    "error": f"child process died (exit code {process.exitcode})",
+                    "input": spec["case"] or spec["size"],
+                }
                 break
     process.join()
     return row
@@ -157,8 +168,13 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--sizes", nargs="*", default=[], help="synthetic sizes, e.g. 256x256 128x128x128")
-    parser.add_argument("--case", action="append", default=[], choices=sorted(REAL_CASES),
-                        help="real co-registered case(s) from --data-root")
+    parser.add_argument(
+        "--case",
+        action="append",
+        default=[],
+        choices=sorted(REAL_CASES),
+        help="real co-registered case(s) from --data-root",
+    )
     parser.add_argument("--data-root", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     parser.add_argument("--modalities", nargs="*", type=int, default=[2], help="numbers of modalities")
     parser.add_argument("--device", default="cpu")
@@ -173,9 +189,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    print(f"# machine: {platform.processor() or platform.machine()}, {mp.cpu_count()} CPUs, python "
-          f"{platform.python_version()}, torch {torch.__version__}"
-          + (f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))
+    print(
+        f"# machine: {platform.processor() or platform.machine()}, {mp.cpu_count()} CPUs, python "
+        f"{platform.python_version()}, torch {torch.__version__}"
+        + (f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "")
+    )
     print("# command: python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]))
     methods = ["isfl"] + [m for m in args.baselines.split(",") if m]
     specs = []
@@ -186,9 +204,15 @@ def main(argv: list[str] | None = None) -> int:
             specs += [{"case": None, "size": size, "modalities": count, "method": m} for m in methods]
     rows = []
     for spec in specs:
-        spec |= {"device": args.device if spec["method"] == "isfl" else "cpu", "threads": args.threads,
-                 "model": args.model, "repeat": args.repeat, "crop": not args.no_crop, "amp": not args.no_amp,
-                 "data_root": args.data_root}
+        spec |= {
+            "device": args.device if spec["method"] == "isfl" else "cpu",
+            "threads": args.threads,
+            "model": args.model,
+            "repeat": args.repeat,
+            "crop": not args.no_crop,
+            "amp": not args.no_amp,
+            "data_root": args.data_root,
+        }
         row = measure(spec)
         rows.append(row)
         print(json.dumps(row), flush=True)

@@ -179,8 +179,10 @@ def test_level_zero_rows_equal_clean_rows(tmp_path: Path, harvard_like: Path, mo
             assert row[key] == clean[row["method"]][key], (row["family"], row["method"], key)
         assert row["fid_ssim"] == 1.0 and math.isinf(row["fid_psnr"])
         assert all(row[f"delta_{k}"] == 0.0 for k in STANDARD_METRICS)
-    # a real perturbation changes the fusion
+    # a real perturbation changes the fusion; ISFL fuses a zeroed (constant) modality too
     assert any(r["fid_ssim"] < 1.0 for r in rows if r["level"] == 1)
+    zeroed = [r for r in rows if (r["family"], r["level"], r["method"]) == ("dropout", 1, "isfl")]
+    assert len(zeroed) == 2 and all(math.isfinite(r["fid_ssim"]) and r["fid_ssim"] < 1.0 for r in zeroed)
 
 
 def test_end_to_end_3d(tmp_path: Path, volume_csv: Path, models) -> None:
@@ -197,6 +199,7 @@ def test_end_to_end_3d(tmp_path: Path, volume_csv: Path, models) -> None:
     # targets: bias 2, truncation 2, intensity scale 2 + all -> 7; one level; plus clean
     assert len(rows) == 2 * (7 + 1)
     assert [m.family for m in montages] == ["bias_field", "truncation", "intensity_scale"]
+    assert all(m.labels == ["MRI v0", "MRI v1"] for m in montages)  # tags repeat: file names tell them apart
     assert all(m.clean.shape[1:] == (16, 14, 12) for m in montages)  # the foreground box, within the crop
     written = write_outputs(rows, tmp_path / "out3d", {"data": str(volume_csv)}, montages)
     assert read_rows(written["csv"])[0]["case"] == "phantom"

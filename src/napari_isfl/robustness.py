@@ -65,6 +65,8 @@ __all__ = [
     "PreparedCase",
     "RobustnessOptions",
     "add_arguments",
+    "crop_stack",
+    "input_labels",
     "load_rows",
     "main",
     "options_from_args",
@@ -123,6 +125,8 @@ class PreparedCase:
         modalities: one tag per modality.
         stack: float32 ``(N, *S)``, the normalised clean inputs after cropping.
         box: where the crop lies in the images as read.
+        labels: a short display name per input (the modality, plus the file's last name part when two
+            inputs share a modality, e.g. ``MRI t1c``).
     """
 
     name: str
@@ -130,6 +134,19 @@ class PreparedCase:
     modalities: list[str]
     stack: np.ndarray
     box: tuple[slice, ...] = field(default_factory=tuple)
+    labels: list[str] = field(default_factory=list)
+
+
+def input_labels(case: Case) -> list[str]:
+    """Display names of a case's inputs: ``CT``, ``MRI``; ``MRI t1c``, ``MRI flair`` when tags repeat."""
+    tags = [m.upper() for m in case.modalities]
+    if len(set(tags)) == len(tags):
+        return tags
+    labels = []
+    for tag, path in zip(tags, case.images, strict=True):
+        stem = Path(path).name.split(".")[0]
+        labels.append(f"{tag} {stem.replace('-', '_').split('_')[-1]}")
+    return labels
 
 
 def case_task(case: Case) -> str:
@@ -217,7 +234,7 @@ def prepare_case(case: Case, crop_3d: int | None = DEFAULT_CROP_3D) -> PreparedC
         ]
     )
     cropped, box = crop_stack(stack, crop_3d)
-    return PreparedCase(case.name, case_task(case), list(case.modalities), cropped, box)
+    return PreparedCase(case.name, case_task(case), list(case.modalities), cropped, box, input_labels(case))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -508,7 +525,7 @@ class MontageRecord:
     family: str
     level: int
     target: int
-    modalities: list[str]
+    labels: list[str]
     clean: np.ndarray
     perturbed: np.ndarray
     mask: np.ndarray
@@ -599,7 +616,7 @@ def run_robustness(
                                 family,
                                 level,
                                 int(target),
-                                list(case.modalities),
+                                case.labels or [m.upper() for m in case.modalities],
                                 stack,
                                 perturbed,
                                 mask,
@@ -1034,20 +1051,23 @@ def save_montage(record: MontageRecord, path: Path) -> Path:
         profile = signal.sum(axis=others)
         index = int(round(np.average(np.arange(len(profile)), weights=profile))) if profile.sum() else 0
     methods = list(record.fused)
-    count = len(record.modalities)
+    count = len(record.labels)
     columns = count + len(methods)
-    fig, axes = plt.subplots(2, columns, figsize=(1.9 * columns, 4.2), dpi=80, squeeze=False)
-    level_text = f"{record.family} level {record.level} on input {record.target + 1}"
+    fig, axes = plt.subplots(2, columns, figsize=(1.9 * columns, 4.6), dpi=80, squeeze=False)
+    parameter = get_family(record.family).levels[record.level]
+    level_text = f"{record.family} level {record.level} ({parameter}) on {record.labels[record.target]}"
     for row, (inputs, fused, label) in enumerate(
         ((record.clean, record.clean_fused, "clean"), (record.perturbed, record.fused, level_text))
     ):
         panels = [
-            (f"{m.upper()}" + (" *" if row == 1 and i == record.target else ""), inputs[i])
-            for i, m in enumerate(record.modalities)
+            (label + (" *" if row == 1 and i == record.target else ""), inputs[i])
+            for i, label in enumerate(record.labels)
         ]
         panels += [("ISFL (ours)" if m == "isfl" else m.upper(), fused[m]) for m in methods]
         for ax, (title, image) in zip(axes[row], panels, strict=True):
-            ax.imshow(_display_plane(image, axis, index), cmap="gray", vmin=0, vmax=1)
+            ax.imshow(
+                _display_plane(image, axis, index), cmap="gray", vmin=0, vmax=1, interpolation="nearest"
+            )
             ax.set_title(title, fontsize=8)
             ax.axis("off")
         axes[row, 0].text(
@@ -1060,7 +1080,8 @@ def save_montage(record: MontageRecord, path: Path) -> Path:
             va="center",
             ha="right",
         )
-    fig.suptitle(f"{record.case}: top clean, bottom {level_text} (* = perturbed input)", fontsize=9)
+    plane = "" if record.clean.ndim == 3 else f", plane {index} of axis {axis}"
+    fig.suptitle(f"{record.case}{plane}: top clean, bottom {level_text} (* = perturbed input)", fontsize=9)
     fig.tight_layout()
     _save_png(fig, path)
     plt.close(fig)
