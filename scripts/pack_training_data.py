@@ -5,7 +5,8 @@ training uses (napari_isfl.normalization) and stored as 8-bit NIfTI on their ori
 training normalises them again, which maps them back to [0, 1] up to 8-bit quantisation (< 0.2 %).
 The shipped models' cards say which runs used this packed copy.
 
-    python scripts/pack_training_data.py ../shared/data .carry/data configs/volumes_train.csv configs/volumes_val.csv
+    python scripts/pack_training_data.py ../shared/data .carry/data \
+        configs/volumes_train.csv configs/volumes_val.csv
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -45,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 success, 1 failure, 2 usage error, 130 cancelled)."""
+    # OpenMP threads that spin while waiting slow torch down badly on a busy machine (measured: a
+    # 240x240x155 fusion 12.2 s -> 9.1 s with PASSIVE); must be set before torch is imported
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -8,6 +8,7 @@ that every window batch reports progress and checks for cancellation.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import time
@@ -94,18 +95,54 @@ def select_device(device: str | torch.device = "auto") -> torch.device:
     return chosen
 
 
-def resolve_roi_size(shape: Sequence[int], roi_size: Sequence[int] | int | None) -> tuple[int, ...]:
+def _tiling_roi(shape: Sequence[int], overlap: float, multiple: int) -> tuple[int, ...]:
+    """The window that tiles ``shape`` with the fewest windows of at most ``MAX_WINDOW_VOXELS`` voxels.
+
+    Splitting axis ``i`` into ``k_i`` windows that overlap by ``overlap`` needs windows of about
+    ``S_i / (k_i - (k_i - 1) * overlap)`` voxels; of all splits whose window fits the voxel budget, the
+    one that processes the fewest voxels (then has the fewest windows) wins. Fixed-size cubes would
+    instead process up to several times the volume (e.g. eight 160^3 windows for a 192^3 volume).
+    """
+    budget = MAX_WINDOW_VOXELS[len(shape)]
+    best: tuple[int, int, tuple[int, ...]] | None = None
+    for split in itertools.product(range(1, 9), repeat=len(shape)):
+        roi = []
+        for size, parts in zip(shape, split, strict=True):
+            side = size if parts == 1 else math.ceil(size / (parts - (parts - 1) * overlap))
+            side = min(size, -(-side // multiple) * multiple)  # up to the pooling grid
+            roi.append(side)
+        if math.prod(roi) > budget:
+            continue
+        # the windows MONAI will actually run, with the steps _grid_windows keeps on the pooling grid
+        counts = [
+            1
+            if r >= n
+            else math.ceil((n - r) / max(multiple, int(r * (1 - overlap)) // multiple * multiple)) + 1
+            for r, n in zip(roi, shape, strict=True)
+        ]
+        key = (math.prod(roi) * math.prod(counts), math.prod(counts), tuple(roi))
+        if best is None or key[:2] < best[:2]:
+            best = key
+    if best is None:  # only for absurdly large images: fall back to cubes of the budget
+        side = int(budget ** (1 / len(shape))) // multiple * multiple
+        return tuple(min(side, int(s)) for s in shape)
+    return best[2]
+
+
+def resolve_roi_size(
+    shape: Sequence[int], roi_size: Sequence[int] | int | None, overlap: float = 0.25, multiple: int = 1
+) -> tuple[int, ...]:
     """Window size for sliding-window inference, clipped to the image.
 
-    ``None`` (auto): the whole image in one window when it has at most ``MAX_WINDOW_VOXELS`` voxels,
-    else cubes/squares of that many voxels. One window gives exactly the single-pass result.
+    ``None`` (auto): the whole image in one window when it has at most ``MAX_WINDOW_VOXELS`` voxels
+    (exactly the single-pass result), else the fewest windows within that budget that tile the image
+    with ``overlap`` (see :func:`_tiling_roi`).
     """
     dims = len(shape)
     if roi_size is None or (isinstance(roi_size, int) and roi_size <= 0):
         if math.prod(shape) <= MAX_WINDOW_VOXELS[dims]:
             return tuple(int(s) for s in shape)
-        side = round(MAX_WINDOW_VOXELS[dims] ** (1 / dims))
-        return tuple(min(side, int(s)) for s in shape)
+        return _tiling_roi(shape, overlap, multiple)
     roi = (
         (int(roi_size),) * dims
         if isinstance(roi_size, (int, np.integer))
@@ -347,7 +384,7 @@ def fuse(
     grid_pad = [(0, 0)] + [(0, (-n) % multiple) for n in cropped.shape[1:]]
     cropped = np.ascontiguousarray(np.pad(cropped, grid_pad) if any(p for _, p in grid_pad) else cropped)
     roi, overlaps = _grid_windows(
-        cropped.shape[1:], resolve_roi_size(cropped.shape[1:], roi_size), overlap, multiple
+        cropped.shape[1:], resolve_roi_size(cropped.shape[1:], roi_size, overlap, multiple), overlap, multiple
     )
     windows = count_windows(cropped.shape[1:], roi, overlaps)
     total = math.ceil(windows / sw_batch_size)

@@ -124,7 +124,9 @@ def normalize_intensity(
     if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
         bad = int((~np.isfinite(data)).sum())
         raise ValueError(f"{name}: contains {bad} NaN/Inf voxels; replace them (e.g. numpy.nan_to_num) first")
-    if data.size == 0 or data.min() == data.max():
+    # a constant image has nothing to fuse, unless the caller vouches that it is already in [0, 1]
+    # (method "none": e.g. a deliberately zeroed modality in the robustness benchmark)
+    if data.size == 0 or (data.min() == data.max() and not (spec is not None and spec.method == "none")):
         value = float(data.ravel()[0]) if data.size else float("nan")
         raise ValueError(
             f"{name}: the image is constant (every voxel is {value:g}), so there is nothing to fuse; "
