@@ -310,7 +310,8 @@ def fuse(
             (alternating complementary and shared block masking; ``stability_passes`` extra passes).
         contributions: also return per-modality contribution maps.
         crop_foreground: run the network only on the bounding box of voxels that are foreground in
-            some modality (plus a margin); outside it every input is background and the fused value is 0.
+            some modality (plus a margin); voxels that are background (0 after normalisation) in
+            every modality are 0 in the fusion, inside the box and out.
         seed: seed of the test-time interventions.
         names: input names for messages and provenance.
         progress: called as ``progress(done, total)`` after each window batch.
@@ -446,6 +447,10 @@ def fuse(
     fused = np.zeros(shape, np.float32)
     output = output[(slice(None),) + tuple(slice(0, s.stop - s.start) for s in box)]
     fused[box] = np.clip(output[0], 0.0, 1.0)
+    if crop_foreground:
+        # background in every modality stays background: without this the network's small response
+        # to all-zero input would draw the crop box's outline on black backgrounds
+        fused[(stack <= 0).all(axis=0)] = 0.0
     channel = 1
     stability_map = contribution_maps = None
     if stability:
