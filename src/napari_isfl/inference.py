@@ -447,15 +447,18 @@ def fuse(
     fused = np.zeros(shape, np.float32)
     output = output[(slice(None),) + tuple(slice(0, s.stop - s.start) for s in box)]
     fused[box] = np.clip(output[0], 0.0, 1.0)
-    if crop_foreground:
+    background = (stack <= 0).all(axis=0) if crop_foreground else None
+    if background is not None:
         # background in every modality stays background: without this the network's small response
         # to all-zero input would draw the crop box's outline on black backgrounds
-        fused[(stack <= 0).all(axis=0)] = 0.0
+        fused[background] = 0.0
     channel = 1
     stability_map = contribution_maps = None
     if stability:
         stability_map = np.zeros(shape, np.float32)
         stability_map[box] = output[channel]
+        if background is not None:
+            stability_map[background] = 0.0
         channel += 1
     if contributions:
         contribution_maps = np.full((count, *shape), 1.0 / count, np.float32)
