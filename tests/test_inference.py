@@ -225,12 +225,21 @@ def test_stability_map(ckpt, shape: tuple[int, ...]) -> None:
 
 def test_stability_zero_where_nothing_can_change(ckpt) -> None:
     """Test-time masking only hides signal, so where every input is zero within the receptive field the
-    (purely convolutional) network's output cannot change: stability exactly 0 there; and outside the
-    foreground box of a cropped run it is 0 by construction. Near the signal it is positive."""
+    (purely convolutional) network's output cannot change: the raw stability (no smoothing) is exactly
+    0 there; outside the foreground box of a cropped run it is 0 by construction. Near the signal it is
+    positive."""
     path = ckpt(2, "mean")
     shape = (110, 100)
     images = phantom_stack(shape, 2, seed=10, border=40)
-    result = fuse(images, ["mri", "ct"], model=path, device="cpu", stability=True, crop_foreground=False)
+    result = fuse(
+        images,
+        ["mri", "ct"],
+        model=path,
+        device="cpu",
+        stability=True,
+        crop_foreground=False,
+        stability_smoothing=0,
+    )
     radius = receptive_radius(load_model(path, 2).network)
     near = np.zeros(shape, bool)
     near[tuple(slice(40 - radius, n - 40 + radius) for n in shape)] = True

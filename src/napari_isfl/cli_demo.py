@@ -112,8 +112,8 @@ def run(args: argparse.Namespace) -> int:
             labels,
             result.fused,
             result.stability,
-            f"{name}: {' + '.join(labels)} fused by {result.provenance['model']} "
-            f"({result.provenance['seconds']:.1f} s, {result.provenance['device']})",
+            f"{name}: {' + '.join(labels)} fused by the {result.provenance['model']} model "
+            f"(stability: {result.provenance['parameters']['stability_passes']} test-time interventions)",
             reference.spacing,
         )
         print(f"  wrote {fused_path}, {stability_path} and {preview}", file=sys.stderr)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from . import __version__
 from .checkpoint import LoadedModel, load_model
@@ -283,7 +284,8 @@ def fuse(
     amp: bool = True,
     normalization: Sequence[IntensitySpec | None] | None = None,
     stability: bool = False,
-    stability_passes: int = 6,
+    stability_passes: int = 8,
+    stability_smoothing: float | None = None,
     contributions: bool = False,
     crop_foreground: bool = True,
     seed: int = 0,
@@ -307,7 +309,10 @@ def fuse(
         normalization: per-input :class:`IntensitySpec` overriding the modality default (``None``
             entries keep the default).
         stability: also compute the stability map from ``stability_passes`` test-time interventions
-            (alternating complementary and shared block masking; ``stability_passes`` extra passes).
+            (alternating complementary and shared block masking; ``stability_passes`` extra passes):
+            the per-voxel standard deviation of the fused value, smoothed at the hole size.
+        stability_smoothing: Gaussian sigma (voxels) of that smoothing; ``None``: half the model's
+            training hole size; 0: the raw standard deviation.
         contributions: also return per-modality contribution maps.
         crop_foreground: run the network only on the bounding box of voxels that are foreground in
             some modality (plus a margin); voxels that are background (0 after normalisation) in
@@ -456,7 +461,11 @@ def fuse(
     stability_map = contribution_maps = None
     if stability:
         stability_map = np.zeros(shape, np.float32)
-        stability_map[box] = output[channel]
+        # the estimate's resolution is the hole size: smooth at that scale instead of showing the
+        # random blocks' edges (with few passes, the raw std is a patchwork of block outlines)
+        sigma = hole / 2 if stability_smoothing is None else float(stability_smoothing)
+        spread = output[channel]
+        stability_map[box] = ndimage.gaussian_filter(spread, sigma, mode="nearest") if sigma > 0 else spread
         if background is not None:
             stability_map[background] = 0.0
         channel += 1
