@@ -6,6 +6,7 @@ set -u
 OUT=${1:-runs/ablation}
 ISFL=${ISFL:-isfl}
 mkdir -p "$OUT"
+STEPS=$(awk '/max_steps:/ {print $2}' configs/ablation_2d.yaml)
 declare -A VARIANTS=(
   [necessity_penalize]="--set loss.necessity_mode=penalize"
   [necessity_reward]="--set loss.necessity_mode=reward"
@@ -16,8 +17,9 @@ declare -A VARIANTS=(
 )
 run_variant() {
   local name=$1
-  if [ ! -f "$OUT/$name/model.pt" ]; then
-    $ISFL train --config configs/ablation_2d.yaml --output "$OUT/$name" -q ${VARIANTS[$name]} > "$OUT/$name.log" 2>&1
+  # model.pt is the best checkpoint so far, so finished means the log reached the last step
+  if [ "$(tail -n1 "$OUT/$name/log.csv" 2>/dev/null | cut -d, -f1)" != "$STEPS" ]; then
+    $ISFL train --config configs/ablation_2d.yaml --output "$OUT/$name" --resume auto -q ${VARIANTS[$name]} > "$OUT/$name.log" 2>&1
   fi
   if [ ! -f "$OUT/$name/eval/summary.csv" ]; then
     $ISFL evaluate "${DEV:-../shared/data/harvard/dev}" --method isfl --model "$OUT/$name/model.pt" \

@@ -50,12 +50,23 @@ def harvard_like(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _config(root: Path, out: Path, steps: int, **extra: object) -> Path:
     config = {
         "model": {"spatial_dims": 2, "features": [4, 8, 8], "grid_size": 2},
-        "data": {"root": str(root), "train": [{"type": "folder", "path": "train"}],
-                 "val": [{"type": "folder", "path": "dev"}], "crop_size": [32, 32], "batch_size": 2,
-                 "num_workers": 0},
+        "data": {
+            "root": str(root),
+            "train": [{"type": "folder", "path": "train"}],
+            "val": [{"type": "folder", "path": "dev"}],
+            "crop_size": [32, 32],
+            "batch_size": 2,
+            "num_workers": 0,
+        },
         "optim": {"lr": 0.005, "warmup_steps": 1, "max_steps": steps, "amp": False},
-        "run": {"output_dir": str(out), "log_every": 1, "val_every": steps, "checkpoint_every": 2,
-                "device": "cpu", "threads": 1},
+        "run": {
+            "output_dir": str(out),
+            "log_every": 1,
+            "val_every": steps,
+            "checkpoint_every": 2,
+            "device": "cpu",
+            "threads": 1,
+        },
     }
     for dotted, value in extra.items():
         section, key = dotted.split("__")
@@ -83,6 +94,9 @@ def test_config_merges_overrides_and_rejects_unknown_keys(harvard_like: Path, tm
         load_config(path, ["data.crop_size=[32,32,32]"])
     with pytest.raises(ValueError, match="necessity"):
         load_config(path, ["loss.necessity_mode=sometimes"])
+    # YAML 1.1 reads a bare `off` as false; the override still means the string
+    assert load_config(path, ["loss.necessity_mode=off"])["loss"]["necessity_mode"] == "off"
+    assert load_config(path, ["interventions.shared=false"])["interventions"]["shared"] is False
 
 
 def test_a_few_steps_reduce_the_loss_and_write_a_usable_model(harvard_like: Path, tmp_path: Path) -> None:
@@ -143,8 +157,10 @@ def test_crops_are_a_pure_function_of_seed_step_and_rank(harvard_like: Path) -> 
 
 def test_batches_share_their_number_of_inputs() -> None:
     rng = np.random.default_rng(0)
-    cases = [LoadedCase(rng.random((3, 20, 20), dtype=np.float32), ["mri", "ct", "pet"], "a"),
-             LoadedCase(rng.random((2, 20, 20), dtype=np.float32), ["mri", "pet"], "b")]
+    cases = [
+        LoadedCase(rng.random((3, 20, 20), dtype=np.float32), ["mri", "ct", "pet"], "a"),
+        LoadedCase(rng.random((2, 20, 20), dtype=np.float32), ["mri", "pet"], "b"),
+    ]
     data = CropDataset(cases, (8, 8), 4, 6, num_inputs=(2, 3), seed=1)
     for step in range(6):
         counts = {data[step * 4 + i][0].shape[0] for i in range(4)}
@@ -162,9 +178,23 @@ def test_distributed_data_parallel_on_cpu_with_gloo(harvard_like: Path, tmp_path
     out = tmp_path / "ddp"
     config = _config(harvard_like, out, 3)
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-               "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-               "-m", "napari_isfl.cli", "train", "--config", str(config), "-q"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "napari_isfl.cli",
+        "train",
+        "--config",
+        str(config),
+        "-q",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=240)
     assert result.returncode == 0, result.stderr[-2000:]
     meta = load_model(out / "model.pt", 2).meta

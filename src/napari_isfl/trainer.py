@@ -109,6 +109,17 @@ def _merge(base: dict, update: dict, path: str = "") -> dict:
     return merged
 
 
+def _parse_override_value(raw: str):
+    """YAML-parse an override value, but keep YAML 1.1's on/off/yes/no as strings.
+
+    ``--set loss.necessity_mode=off`` must mean the string ``"off"``; only ``true``/``false`` are booleans.
+    """
+    value = yaml.safe_load(raw)
+    if isinstance(value, bool) and raw.strip().lower() not in ("true", "false"):
+        return raw.strip()
+    return value
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> dict:
     """Merge a YAML file and ``section.key=value`` overrides over :data:`DEFAULT_CONFIG`.
 
@@ -141,7 +152,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
         cursor = update
         for key in keys[:-1]:
             cursor = cursor.setdefault(key, {})
-        cursor[keys[-1]] = yaml.safe_load(raw)
+        cursor[keys[-1]] = _parse_override_value(raw)
         config = _merge(config, update)
     _validate(config)
     return config
@@ -157,6 +168,8 @@ def _validate(config: dict) -> None:
         raise ValueError("data.num_inputs must all be >= 2")
     if data["batch_size"] < 1 or optim["max_steps"] < 1 or optim["lr"] <= 0:
         raise ValueError("data.batch_size, optim.max_steps and optim.lr must be positive")
+    if config["loss"].get("necessity_mode") is False:  # a config file's bare `off` reads as YAML false
+        config["loss"]["necessity_mode"] = "off"
     ISFLLossWeights(**config["loss"])  # validates the weights and the necessity mode
 
 
