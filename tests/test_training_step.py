@@ -188,7 +188,7 @@ def test_batched_equals_one_by_one(dims: int, norm, train: bool) -> None:
     assert set(out_b) == set(out_s)
     for key in out_b:
         torch.testing.assert_close(out_b[key].detach(), out_s[key].detach(), rtol=1e-4, atol=1e-6)
-    torch.testing.assert_close(grad_b, grad_s, rtol=1e-3, atol=1e-6 * grad_b.abs().max().item())
+    torch.testing.assert_close(grad_b, grad_s, rtol=1e-3, atol=1e-4 * grad_b.abs().max().item())
 
 
 def test_batch_norm_training_statistics_differ() -> None:
