@@ -34,9 +34,10 @@ def _rows(path: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-def _seconds(run: Path) -> str:
+def _steps(run: Path) -> str:
+    # wall time is not comparable (varying load, resumed runs), the step budget is
     log = run / "log.csv"
-    return _rows(log)[-1]["seconds"] if log.exists() else ""
+    return _rows(log)[-1]["step"] if log.exists() else ""
 
 
 def main(root: str) -> None:
@@ -46,14 +47,14 @@ def main(root: str) -> None:
         summary = root / name / "eval" / "summary.csv"
         if summary.exists():
             for row in _rows(summary):
-                entries.append((LABELS[name], name, row, _seconds(root / name)))
+                entries.append((LABELS[name], name, row, _steps(root / name)))
     for row in _rows(root / "baselines" / "summary.csv"):
         if row["method"] in ("lp", "dwt", "gff"):
             entries.append((row["method"].upper() + " (classical)", row["method"], row, ""))
     for task in ("CT-MRI", "SPECT-MRI", "all"):
         print(f"\n### {task}\n")
         keys = METRICS + (EXTRA if task != "CT-MRI" else ())
-        print("| variant | train s | " + " | ".join(k.replace("_", " ") for k in keys) + " |")
+        print("| variant | steps | " + " | ".join(k.replace("_", " ") for k in keys) + " |")
         print("|" + "---|" * (len(keys) + 2))
         rows = [(label, row, secs) for label, _, row, secs in entries if row["task"] == task]
         best = {k: max(float(r[k]) for _, r, _ in rows if r.get(k) not in (None, "", "nan")) for k in keys}
