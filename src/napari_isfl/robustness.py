@@ -137,6 +137,16 @@ class PreparedCase:
     labels: list[str] = field(default_factory=list)
 
 
+def _display_path(path: Path | str) -> str:
+    """A shipped model as ``napari_isfl/weights/NAME`` (not this machine's install path), others as given."""
+    path = Path(path)
+    weights = Path(__file__).parent / "weights"
+    try:
+        return f"napari_isfl/weights/{path.resolve().relative_to(weights.resolve())}"
+    except ValueError:
+        return str(path)
+
+
 def input_labels(case: Case) -> list[str]:
     """Display names of a case's inputs: ``CT``, ``MRI``; ``MRI t1c``, ``MRI flair`` when tags repeat."""
     tags = [m.upper() for m in case.modalities]
@@ -305,7 +315,7 @@ class MethodRunner:
     def provenance(self) -> dict[str, dict]:
         """Name, file and SHA-256 of every ISFL model loaded so far."""
         return {
-            f"{method} ({dims}D)": {"name": m.name, "path": str(m.path), "sha256": m.sha256}
+            f"{method} ({dims}D)": {"name": m.name, "path": _display_path(m.path), "sha256": m.sha256}
             for (method, dims), m in self._loaded.items()
         }
 
