@@ -218,3 +218,22 @@ def test_total_is_the_weighted_sum(mode: str) -> None:
     without = ISFLLoss(2, ISFLLossWeights(invariance=0.0))(sources, clean, masked, None)
     assert "consistency" not in without and "necessity" not in without
     torch.testing.assert_close(without["loss"].detach(), without["fidelity"])
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_losses_are_float32_under_bfloat16_autocast(dims: int) -> None:
+    """Regression: SSIM computed in bfloat16 (E[x^2] - mu^2 cancels) made GPU training diverge. Under
+    autocast, with bfloat16 network outputs, every term must equal the float32 computation."""
+    generator = torch.Generator().manual_seed(3)
+    shape = (2, 2, *SHAPES[dims])
+    sources = torch.rand(shape, generator=generator) * 0.2 + 0.6  # bright, low-variance: worst case
+    fused = sources.mean(1, keepdim=True) + 0.01 * torch.rand((2, 1, *SHAPES[dims]), generator=generator)
+    gates = [torch.rand((2, 1, *SHAPES[dims]), generator=generator)]
+    loss = ISFLLoss(dims, ISFLLossWeights(invariance=0.0, necessity=0.0))
+    reference = loss(sources, {"fused": fused, "gates": gates})
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = loss(sources.bfloat16(), {"fused": fused.bfloat16(), "gates": [g.bfloat16() for g in gates]})
+    for key in ("intensity", "gradient", "ssim", "loss"):
+        assert low[key].dtype == torch.float32
+        # the only difference left is the inputs' rounding to bfloat16, not the loss arithmetic
+        torch.testing.assert_close(low[key], reference[key], rtol=0.05, atol=0.01)
