@@ -104,6 +104,7 @@ def figure_3d(model: str, output: Path) -> list[Path]:
             "MNI CT + FLAIR (bundled)",
             [SAMPLES / "mni_ct_flair/mni_ct.nii.gz", SAMPLES / "mni_ct_flair/mni_flair.nii.gz"],
             ["ct", "mri"],
+            ["CT", "FLAIR"],
         )
     ]
     held_out = SHARED / "volumes/brats/TCGA-FG-6692"
@@ -118,25 +119,21 @@ def figure_3d(model: str, output: Path) -> list[Path]:
                     held_out / "OtherEXampleFromTCIA_fla_bet.nii.gz",
                 ],
                 ["mri", "mri"],
+                ["T1c", "FLAIR"],
             ),
         )
-    for key, title, files, modalities in cases:
+    for key, title, files, modalities, labels in cases:
         arrays, normalised = _load(files, modalities)
         result = fuse(arrays, modalities, model=model, device="cpu", stability=True, contributions=True)
         dwt = fuse_baseline("dwt", normalised)
         z = _centre_z(normalised)
         panels = [
-            (
-                modalities[0].upper() if modalities[0] != "mri" else "T1c" if "T1c" in title else "MRI",
-                normalised[0],
-                "gray",
-                1.0,
-            ),
-            ("FLAIR", normalised[1], "gray", 1.0),
+            (labels[0], normalised[0], "gray", 1.0),
+            (labels[1], normalised[1], "gray", 1.0),
             ("ISFL 3D", result.fused, "gray", 1.0),
             ("DWT", dwt, "gray", 1.0),
             ("stability (std)", result.stability, "magma", float(np.percentile(result.stability, 99.5)) or 1),
-            (f"contribution of {modalities[0].upper()}", result.contributions[0], "coolwarm", 1.0),
+            (f"contribution of {labels[0]}", result.contributions[0], "coolwarm", 1.0),
         ]
         fig, axes = plt.subplots(1, len(panels), figsize=(2.5 * len(panels), 3.0), dpi=110)
         for ax, (label, image, cmap, high) in zip(axes, panels, strict=True):
