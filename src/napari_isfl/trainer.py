@@ -20,6 +20,7 @@ import copy
 import csv
 import math
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -109,15 +110,22 @@ def _merge(base: dict, update: dict, path: str = "") -> dict:
     return merged
 
 
-def _parse_override_value(raw: str):
-    """YAML-parse an override value, but keep YAML 1.1's on/off/yes/no as strings.
+class _ConfigLoader(yaml.SafeLoader):
+    """YAML 1.2 booleans: only true/false. YAML 1.1's on/off/yes/no stay strings, so ``necessity_mode: off``
+    (in a file or as ``--set loss.necessity_mode=off``) means ``"off"``, not ``False``."""
 
-    ``--set loss.necessity_mode=off`` must mean the string ``"off"``; only ``true``/``false`` are booleans.
-    """
-    value = yaml.safe_load(raw)
-    if isinstance(value, bool) and raw.strip().lower() not in ("true", "false"):
-        return raw.strip()
-    return value
+
+_ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def _load_yaml(text: str):
+    return yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> dict:
@@ -133,7 +141,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"config {path}: no such file")
-        loaded = yaml.safe_load(path.read_text()) or {}
+        loaded = _load_yaml(path.read_text()) or {}
         config = _merge(config, loaded)
         root = Path(config["data"]["root"]).expanduser()
         config["data"]["root"] = str(root if root.is_absolute() else (path.parent / root).resolve())
@@ -152,7 +160,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
         cursor = update
         for key in keys[:-1]:
             cursor = cursor.setdefault(key, {})
-        cursor[keys[-1]] = _parse_override_value(raw)
+        cursor[keys[-1]] = _load_yaml(raw)
         config = _merge(config, update)
     _validate(config)
     return config
@@ -168,8 +176,6 @@ def _validate(config: dict) -> None:
         raise ValueError("data.num_inputs must all be >= 2")
     if data["batch_size"] < 1 or optim["max_steps"] < 1 or optim["lr"] <= 0:
         raise ValueError("data.batch_size, optim.max_steps and optim.lr must be positive")
-    if config["loss"].get("necessity_mode") is False:  # a config file's bare `off` reads as YAML false
-        config["loss"]["necessity_mode"] = "off"
     ISFLLossWeights(**config["loss"])  # validates the weights and the necessity mode
 
 
