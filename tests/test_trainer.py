@@ -97,6 +97,9 @@ def test_config_merges_overrides_and_rejects_unknown_keys(harvard_like: Path, tm
     # YAML 1.1 reads a bare `off` as false; the override still means the string
     assert load_config(path, ["loss.necessity_mode=off"])["loss"]["necessity_mode"] == "off"
     assert load_config(path, ["interventions.shared=false"])["interventions"]["shared"] is False
+    # PyYAML reads 5e-4 (no dot) as a string; the config loader reads it as a float
+    assert load_config(path, ["optim.lr=5e-4"])["optim"]["lr"] == 5e-4
+    assert load_config(path, ["optim.lr=1.5E-3"])["optim"]["lr"] == 1.5e-3
 
 
 def test_a_few_steps_reduce_the_loss_and_write_a_usable_model(harvard_like: Path, tmp_path: Path) -> None:

@@ -111,8 +111,9 @@ def _merge(base: dict, update: dict, path: str = "") -> dict:
 
 
 class _ConfigLoader(yaml.SafeLoader):
-    """YAML 1.2 booleans: only true/false. YAML 1.1's on/off/yes/no stay strings, so ``necessity_mode: off``
-    (in a file or as ``--set loss.necessity_mode=off``) means ``"off"``, not ``False``."""
+    """YAML 1.2 booleans and floats. Only true/false are booleans: YAML 1.1's on/off/yes/no stay strings, so
+    ``necessity_mode: off`` (in a file or as ``--set loss.necessity_mode=off``) means ``"off"``, not
+    ``False``; ``5e-4`` is a float, not a string."""
 
 
 _ConfigLoader.yaml_implicit_resolvers = {
@@ -121,6 +122,12 @@ _ConfigLoader.yaml_implicit_resolvers = {
 }
 _ConfigLoader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+# YAML 1.2 floats: PyYAML (1.1) reads 5e-4 (no dot) as a string, which broke --set optim.lr=5e-4
+_ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
 )
 
 
