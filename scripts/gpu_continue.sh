@@ -2,19 +2,8 @@
 # Second GPU session of the shipped models: continue the default models and their no-intervention
 # twins from the first session's weights (--init), four processes side by side, MINUTES each.
 #   bash scripts/gpu_continue.sh   (needs .whl/, .carry/data and .carry/init/<run>.pt)
-set -u
-PY=${PY:-python3}
 MINUTES=${MINUTES:-1.5}
-DEVICE=${DEVICE:-cuda}
-OUT=${OUT:-/tmp/isfl_gpu_out}
-mkdir -p "$OUT"
-if [ -d .whl ] && [ -z "${NO_WHEELS:-}" ]; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    && export PYTHONPATH=/tmp/site:${SRC:-$PWD/src}
-else
-  export PYTHONPATH=${SRC:-$PWD/src}
-fi
-export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+source "$(dirname "$0")/gpu_env.sh"
 R=runs/gpu2
 mkdir -p $R
 COMMON=(--data-root .carry/data --max-minutes "$MINUTES" -q --set run.device=$DEVICE --set run.threads=1

@@ -3,19 +3,8 @@
 # Used through the device tool (see docs/models/*.md for the run it produced):
 #   bash scripts/gpu_train.sh            (env: MINUTES per run, DEVICE, OUT for results)
 # Needs .whl/ (monai, nibabel wheels) and .carry/data (scripts/pack_training_data.py) beside the repo.
-set -u
-PY=${PY:-python3}
 MINUTES=${MINUTES:-6}
-DEVICE=${DEVICE:-cuda}
-OUT=${OUT:-/tmp/isfl_gpu_out}
-mkdir -p "$OUT"
-if [ -d .whl ] && [ -z "${NO_WHEELS:-}" ]; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    && export PYTHONPATH=/tmp/site:${SRC:-$PWD/src}
-else
-  export PYTHONPATH=${SRC:-$PWD/src}
-fi
-export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+source "$(dirname "$0")/gpu_env.sh"
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; $PY -c "import torch, monai; print('torch', torch.__version__, 'monai', monai.__version__)"; nproc; } > "$OUT/machine.txt" 2>&1
 R=runs/gpu
 mkdir -p $R
