@@ -134,20 +134,14 @@ def plot(rows: list[dict], path: Path) -> Path:
                 (r["modalities"], r) for r in good if r["method"] == method and r["input"] == size
             )
             if len(counts) > 1:
-                axes[1, 0].plot(
-                    [c[0] for c in counts],
-                    [c[1]["seconds"] for c in counts],
-                    marker=marker,
-                    color=colours.get(method),
-                    label=f"{method} {size}",
-                )
-                axes[1, 1].plot(
-                    [c[0] for c in counts],
-                    [c[1]["peak_rss_gb"] for c in counts],
-                    marker=marker,
-                    color=colours.get(method),
-                    label=f"{method} {size}",
-                )
+                for axis, key in ((axes[1, 0], "seconds"), (axes[1, 1], "peak_rss_gb")):
+                    axis.plot(
+                        [c[0] for c in counts],
+                        [c[1][key] for c in counts],
+                        marker=marker,
+                        color=colours.get(method),
+                        label=f"{method} {size}",
+                    )
     from matplotlib.ticker import NullFormatter
 
     for ax in axes[0]:
