@@ -83,6 +83,49 @@ def test_fidelity_terms_follow_their_definition(dims: int) -> None:
     assert mid_terms["intensity"] <= terms["intensity"]
 
 
+@pytest.mark.parametrize("dims", [2, 3])
+def test_max_anatomical_target_keeps_functional_terms(dims: int) -> None:
+    """``max_anatomical``: anatomical sources merge by their voxel-wise maximum, each functional source
+    keeps its own L1 term; with only functional inputs it is the plain mean of the L1 terms."""
+    torch.manual_seed(2)
+    sources = torch.rand(3, 3, *SHAPES[dims])
+    fused = torch.rand(3, 1, *SHAPES[dims])
+    functional = torch.tensor([[False, False, False], [False, False, True], [True, True, True]])
+    loss = FidelityLoss(dims, ssim=0.0, intensity_target="max_anatomical")
+    got = loss(fused, sources, functional)["intensity"]
+
+    def l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return (a - b).abs().mean()
+
+    anatomy_only = l1(fused[0], sources[0].amax(dim=0, keepdim=True))
+    with_pet = (l1(fused[1], sources[1, :2].amax(dim=0, keepdim=True)) + l1(fused[1], sources[1, 2:])) / 2
+    functional_only = sum(l1(fused[2], sources[2, i : i + 1]) for i in range(3)) / 3
+    torch.testing.assert_close(got, (anatomy_only + with_pet + functional_only) / 3)
+    # no flags: every input anatomical
+    torch.testing.assert_close(loss(fused[:1], sources[:1])["intensity"], anatomy_only)
+
+
+def test_max_anatomical_does_not_hide_hypo_uptake() -> None:
+    """Over bright MRI, hiding a dark PET region under the MRI's brightness costs the PET's L1 term;
+    between two anatomical images the maximum costs nothing."""
+    mri = torch.full((1, 1, 8, 8), 0.9)
+    pet = torch.full((1, 1, 8, 8), 0.1)
+    sources = torch.cat([mri, pet], dim=1)
+    loss = FidelityLoss(2, gradient=0.0, ssim=0.0, intensity_target="max_anatomical")
+    hidden = mri.clone()  # the PET's dark region replaced by the MRI
+    assert loss(hidden, sources, torch.tensor([[False, True]]))["intensity"] == pytest.approx(0.4)
+    assert loss(hidden, sources)["intensity"] == 0  # both anatomical: the maximum is the target
+    assert loss(pet.clone(), sources)["intensity"] == pytest.approx(0.8)
+
+
+def test_intensity_target_validated() -> None:
+    """An unknown intensity target is refused, by the loss and by the weights."""
+    with pytest.raises(ValueError, match="intensity_target must be one of"):
+        FidelityLoss(2, intensity_target="median")
+    with pytest.raises(ValueError, match="intensity_target must be one of"):
+        ISFLLossWeights(intensity_target="median")
+
+
 def test_fidelity_weights_validated() -> None:
     """Negative fidelity weights are refused."""
     with pytest.raises(ValueError, match=">= 0"):

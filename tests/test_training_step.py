@@ -230,3 +230,22 @@ def test_mixed_modalities_per_sample() -> None:
     mixed = torch.tensor([[0, 2], [0, 1]])  # MRI+PET and MRI+CT in one batch
     out = training_step(net, images, mixed, criterion, _interventions(dims))
     assert torch.isfinite(out["loss"]) and out["loss"] != by_tags["loss"]
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_functional_inputs_are_flagged_for_the_loss(dims: int) -> None:
+    """The step tells the loss which inputs are PET/SPECT (from the modality tags, per sample in a
+    mixed batch), which ``intensity_target="max_anatomical"`` needs."""
+    net = tiny_net(dims)
+    seen = []
+
+    class Spy(ISFLLoss):
+        def forward(self, sources, clean, masked=None, dropped=None, functional=None):
+            seen.append(functional)
+            return super().forward(sources, clean, masked, dropped, functional)
+
+    criterion = Spy(dims, ISFLLossWeights(intensity_target="max_anatomical"))
+    mixed = torch.tensor([net.modalities.index(t) for t in ("mri", "pet", "ct", "mri")]).view(2, 2)
+    terms = training_step(net, _images(dims), mixed, criterion, _interventions(dims))
+    assert seen[0].tolist() == [[False, True], [False, False]]
+    assert torch.isfinite(terms["loss"])

@@ -23,6 +23,7 @@ from torch import nn
 __all__ = ["FidelityLoss", "ISFLLoss", "ISFLLossWeights", "laplacian", "necessity_loss", "invariance_loss"]
 
 NECESSITY_MODES = ("reward", "penalize", "off")
+INTENSITY_TARGETS = ("mean", "max_anatomical")
 
 
 def laplacian(image: torch.Tensor) -> torch.Tensor:
@@ -42,15 +43,32 @@ def laplacian(image: torch.Tensor) -> torch.Tensor:
 class FidelityLoss(nn.Module):
     """Fidelity of the fused image ``(B, 1, *S)`` to its sources ``(B, N, *S)``.
 
-    ``intensity * mean_i L1(y, x_i) + gradient * L1(|lap y|, max_i |lap x_i|)
-    + ssim * mean_i (1 - SSIM(y, x_i))``. The L1 term pulls toward the sources' mean rather than
-    their maximum, so dark functional regions (hypo-uptake) are not hidden under bright anatomy; the
-    gradient term keeps the strongest edge of any modality.
+    ``intensity * L_int + gradient * L1(|lap y|, max_i |lap x_i|) + ssim * mean_i (1 - SSIM(y, x_i))``;
+    the gradient term keeps the strongest edge of any modality. ``L_int`` depends on
+    ``intensity_target``:
+
+    * ``"mean"`` (METHOD.md): ``mean_i L1(y, x_i)``, which pulls toward the sources' mean.
+    * ``"max_anatomical"``: the anatomical sources (MRI, CT) are merged by their voxel-wise maximum
+      first, ``mean(L1(y, max_anat), L1(y, f_1), ..., L1(y, f_K))`` over that and each functional
+      source (PET, SPECT). Between anatomical images a dark voxel is usually background or a tissue
+      the other contrast shows (bone in CT, fluid in T2), so the maximum keeps both, as the max-intensity
+      losses of CDDFuse/SwinFusion do; a functional image's dark regions are hypo-uptake, so it keeps its
+      own L1 term and is never hidden under bright anatomy. Without functional inputs flagged this is
+      ``L1(y, max_i x_i)``.
 
     Args:
         spatial_dims: 2 or 3.
         intensity, gradient, ssim: term weights (>= 0).
         ssim_window: SSIM window size (MONAI's gaussian kernel).
+        intensity_target: ``"mean"`` or ``"max_anatomical"`` (see above).
+
+    Example:
+        >>> loss = FidelityLoss(2, intensity_target="max_anatomical")
+        >>> sources = torch.rand(2, 2, 32, 32)                    # 2D: (B, N, H, W)
+        >>> functional = torch.tensor([[False, True], [False, False]])  # MRI+PET, MRI+CT
+        >>> terms = loss(sources.mean(1, keepdim=True), sources, functional)
+        >>> FidelityLoss(3)(torch.rand(1, 1, 16, 16, 16), torch.rand(1, 3, 16, 16, 16))["fidelity"].ndim
+        0
     """
 
     def __init__(
@@ -60,16 +78,32 @@ class FidelityLoss(nn.Module):
         gradient: float = 1.0,
         ssim: float = 1.0,
         ssim_window: int = 7,
+        intensity_target: str = "mean",
     ) -> None:
         super().__init__()
         if min(intensity, gradient, ssim) < 0:
             raise ValueError("fidelity term weights must be >= 0")
+        if intensity_target not in INTENSITY_TARGETS:
+            raise ValueError(
+                f"intensity_target must be one of {', '.join(INTENSITY_TARGETS)}, got {intensity_target!r}"
+            )
+        self.intensity_target = intensity_target
         self.weights = {"intensity": intensity, "gradient": gradient, "ssim": ssim}
         self.ssim = SSIMLoss(spatial_dims, data_range=1.0, win_size=ssim_window, kernel_sigma=1.5)
 
-    def forward(self, fused: torch.Tensor, sources: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(
+        self, fused: torch.Tensor, sources: torch.Tensor, functional: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Fidelity terms and their weighted sum ``fidelity``.
+
+        Args:
+            fused: ``(B, 1, *S)``.
+            sources: ``(B, N, *S)``.
+            functional: ``(B, N)`` booleans, True for PET/SPECT inputs (``None``: none are);
+                used by ``intensity_target="max_anatomical"`` only.
+        """
         batch, num_mod = sources.shape[:2]
-        terms = {"intensity": (fused - sources).abs().mean()}
+        terms = {"intensity": self._intensity(fused, sources, functional)}
         edges = laplacian(sources).abs().amax(dim=1, keepdim=True)
         terms["gradient"] = (laplacian(fused).abs() - edges).abs().mean()
         if self.weights["ssim"] > 0:
@@ -83,6 +117,27 @@ class FidelityLoss(nn.Module):
             terms["ssim"] = fused.new_zeros(())
         terms["fidelity"] = sum(self.weights[k] * terms[k] for k in ("intensity", "gradient", "ssim"))
         return terms
+
+    def _intensity(
+        self, fused: torch.Tensor, sources: torch.Tensor, functional: torch.Tensor | None
+    ) -> torch.Tensor:
+        if self.intensity_target == "mean":
+            return (fused - sources).abs().mean()
+        batch, num_mod = sources.shape[:2]
+        if functional is None:
+            functional = torch.zeros(batch, num_mod, dtype=torch.bool, device=sources.device)
+        functional = functional.to(sources.device, torch.bool)
+        extra = (1,) * (sources.ndim - 2)
+        anatomical = ~functional
+        # max over anatomical sources only (functional ones set below any intensity)
+        anat_max = sources.masked_fill(~anatomical.view(batch, num_mod, *extra), float("-inf"))
+        anat_max = anat_max.amax(dim=1, keepdim=True)
+        has_anat = anatomical.any(dim=1)
+        per_voxel = torch.cat([fused - anat_max.nan_to_num(neginf=0.0), fused - sources], dim=1).abs()
+        per_term = per_voxel.flatten(2).mean(dim=2)  # (B, 1 + N)
+        # terms used: the anatomical maximum (where any) and each functional source
+        used = torch.cat([has_anat[:, None], functional], dim=1).float()
+        return ((per_term * used).sum(dim=1) / used.sum(dim=1).clamp(min=1.0)).mean()
 
 
 def invariance_loss(
@@ -147,12 +202,17 @@ class ISFLLossWeights:
     gate_entropy: float = 0.1
     necessity_mode: str = "penalize"
     necessity_margin: float = 0.1
+    intensity_target: str = "mean"
 
     def __post_init__(self) -> None:
         if self.necessity_mode not in NECESSITY_MODES:
             raise ValueError(f"necessity_mode must be one of {NECESSITY_MODES}, got {self.necessity_mode!r}")
+        if self.intensity_target not in INTENSITY_TARGETS:
+            raise ValueError(
+                f"intensity_target must be one of {INTENSITY_TARGETS}, got {self.intensity_target!r}"
+            )
         for name, value in asdict(self).items():
-            if name != "necessity_mode" and value < 0:
+            if name not in ("necessity_mode", "intensity_target") and value < 0:
                 raise ValueError(f"loss weight {name} must be >= 0, got {value}")
 
     def to_dict(self) -> dict:
@@ -172,7 +232,9 @@ class ISFLLoss(nn.Module):
         super().__init__()
         self.weights = weights or ISFLLossWeights()
         w = self.weights
-        self.fidelity = FidelityLoss(spatial_dims, w.intensity, w.gradient, w.ssim)
+        self.fidelity = FidelityLoss(
+            spatial_dims, w.intensity, w.gradient, w.ssim, intensity_target=w.intensity_target
+        )
 
     def forward(
         self,
@@ -180,12 +242,14 @@ class ISFLLoss(nn.Module):
         clean: dict,
         masked: dict | None = None,
         dropped: dict | None = None,
+        functional: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Args:
             sources: ``(B, N, *S)`` clean inputs.
             clean: network maps of the clean pass (``fused``, ``gates``).
             masked: maps of the masking passes, each tensor stacked ``(P, B, ...)``; gates a list.
             dropped: ``fused`` of the dropout passes stacked ``(N, B, 1, *S)``.
+            functional: ``(B, N)`` booleans, True for PET/SPECT inputs (see :class:`FidelityLoss`).
 
         Returns:
             every term (``loss`` is the weighted total, the others detached for logging).
@@ -193,11 +257,20 @@ class ISFLLoss(nn.Module):
         # losses in float32 even under autocast: SSIM's variances (E[x^2] - mu^2) and Laplacian
         # differences cancel catastrophically in bfloat16, which made GPU training diverge
         with torch.autocast(sources.device.type, enabled=False):
-            return self._forward(sources.float(), _as_float(clean), _as_float(masked), _as_float(dropped))
+            return self._forward(
+                sources.float(), _as_float(clean), _as_float(masked), _as_float(dropped), functional
+            )
 
-    def _forward(self, sources: torch.Tensor, clean: dict, masked: dict | None, dropped: dict | None) -> dict:
+    def _forward(
+        self,
+        sources: torch.Tensor,
+        clean: dict,
+        masked: dict | None,
+        dropped: dict | None,
+        functional: torch.Tensor | None,
+    ) -> dict:
         w = self.weights
-        terms = self.fidelity(clean["fused"], sources)
+        terms = self.fidelity(clean["fused"], sources, functional)
         total = w.fidelity * terms["fidelity"]
         if masked is not None and w.invariance > 0:
             inv = invariance_loss(

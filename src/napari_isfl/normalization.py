@@ -17,7 +17,17 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["DEFAULT_SPECS", "IntensitySpec", "guess_modality", "looks_like_hounsfield", "normalize_intensity"]
+__all__ = [
+    "DEFAULT_SPECS",
+    "FUNCTIONAL_MODALITIES",
+    "IntensitySpec",
+    "guess_modality",
+    "looks_like_hounsfield",
+    "normalize_intensity",
+]
+
+#: modalities whose dark regions carry meaning (hypo-uptake), unlike the dark background of anatomy
+FUNCTIONAL_MODALITIES = ("pet", "spect")
 
 _METHODS = ("percentile", "window", "robust_max", "minmax", "none")
 

@@ -33,7 +33,7 @@ from .data import CropDataset, LoadedCase, cases_from_sources, collate_crops, da
 from .io import atomic_write
 from .losses import ISFLLoss, ISFLLossWeights
 from .model import ISFLNet
-from .normalization import DEFAULT_SPECS
+from .normalization import DEFAULT_SPECS, FUNCTIONAL_MODALITIES
 from .training import InterventionConfig, Interventions, training_step
 
 __all__ = ["DEFAULT_CONFIG", "load_config", "train"]
@@ -232,7 +232,8 @@ def validate(
         images = torch.from_numpy(case.array).unsqueeze(0).to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             fused = network(images, case.modalities)
-        terms = criterion.fidelity(fused.float(), images.float())
+        functional = torch.tensor([[m in FUNCTIONAL_MODALITIES for m in case.modalities]], device=device)
+        terms = criterion.fidelity(fused.float(), images.float(), functional)
         for key in ("fidelity", "intensity", "gradient", "ssim"):
             sums[key] = sums.get(key, 0.0) + float(terms[key])
     network.train(was_training)

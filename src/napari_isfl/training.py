@@ -13,6 +13,7 @@ import torch
 from .interventions import RandComplementaryMask, RandSharedMask
 from .losses import ISFLLoss
 from .model import ISFLNet, modality_indices
+from .normalization import FUNCTIONAL_MODALITIES
 
 __all__ = ["InterventionConfig", "Interventions", "training_step"]
 
@@ -128,4 +129,5 @@ def training_step(
         start = stop
     if dropped is not None:
         dropped_maps = {"fused": fused[start : start + num_mod]}
-    return criterion(images, clean, masked_maps, dropped_maps)
+    is_functional = torch.tensor([m in FUNCTIONAL_MODALITIES for m in inner.modalities], device=images.device)
+    return criterion(images, clean, masked_maps, dropped_maps, functional=is_functional[modality])

@@ -1,0 +1,69 @@
+"""Oedema contrast of a T1c + FLAIR fusion: is the FLAIR oedema still visible in the fused volume?
+
+The model cards' 3D quality bar asks for a visible tumour rim (T1c) and oedema (FLAIR) in the same fused
+volume. Grey-level metrics do not say whether the oedema survives, so this measures it: inside the brain
+(voxels where either normalised input exceeds 0.02), the oedema is the brightest ``--top`` percent of the
+FLAIR; its contrast in an image is ``mean(oedema) - mean(rest of brain)`` on the [0, 1] scale the fusion
+works on. Printed for the FLAIR itself, the T1c, the ISFL fusion and the classical baselines, with the
+brain mean of each (a fusion that brightens the whole brain flattens the oedema visually).
+
+    python scripts/oedema_contrast.py                      # held-out TCGA-FG-6692, shipped 3D model
+    python scripts/oedema_contrast.py --model runs/v2/isfl3d_ft/model.pt --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+CASE = "volumes/brats/TCGA-FG-6692/OtherEXampleFromTCIA_{}_bet.nii.gz"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--t1c", help="T1c volume (default: held-out TCGA-FG-6692 under --data-root)")
+    parser.add_argument("--flair", help="FLAIR volume, co-registered with --t1c")
+    parser.add_argument("--data-root", default="../shared/data")
+    parser.add_argument("--model", default="default", help="ISFL checkpoint or 'default'")
+    parser.add_argument("--baselines", default="lp,dwt,gff,mean", help="comma-separated baselines")
+    parser.add_argument("--top", type=float, default=5.0, help="oedema = brightest TOP %% of FLAIR in the brain")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+
+    import torch
+
+    from napari_isfl import fuse, read_image
+    from napari_isfl.baselines import fuse_baseline
+    from napari_isfl.normalization import normalize_intensity
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    root = Path(args.data_root)
+    t1c_path = Path(args.t1c) if args.t1c else root / CASE.format("t1c")
+    flair_path = Path(args.flair) if args.flair else root / CASE.format("fla")
+    arrays = [read_image(t1c_path).array, read_image(flair_path).array]
+    normalised = np.stack([normalize_intensity(a, "mri")[0] for a in arrays])
+    brain = (normalised > 0.02).any(axis=0)
+    flair_in_brain = normalised[1][brain]
+    oedema = brain & (normalised[1] >= np.percentile(flair_in_brain, 100.0 - args.top))
+    rest = brain & ~oedema
+
+    images = {"FLAIR (input)": normalised[1], "T1c (input)": normalised[0]}
+    images["isfl"] = fuse(arrays, ["mri", "mri"], model=args.model, device="cpu").fused
+    for name in filter(None, args.baselines.split(",")):
+        images[name] = fuse_baseline(name, normalised)
+
+    print(f"case: {t1c_path.name} + {flair_path.name}; model: {args.model}")
+    print(f"oedema: brightest {args.top:g} % of FLAIR in the brain ({int(oedema.sum())} voxels)\n")
+    print("| image | oedema minus rest | brain mean |")
+    print("|---|---|---|")
+    for name, image in images.items():
+        image = np.clip(image, 0.0, 1.0)
+        contrast = float(image[oedema].mean() - image[rest].mean())
+        print(f"| {name} | {contrast:+.3f} | {float(image[brain].mean()):.3f} |")
+
+
+if __name__ == "__main__":
+    main()
