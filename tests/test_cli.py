@@ -256,6 +256,33 @@ def test_no_overwrite(capsys, tmp_path: Path, pngs: list[Path], models) -> None:
     assert out.read_bytes() == b"keep me"
 
 
+def test_failed_stability_write_replaces_neither_file(
+    monkeypatch, tmp_path: Path, pngs: list[Path], models
+) -> None:
+    """The fused image and the stability map are renamed into place together: a failure while writing
+    the second leaves both old files as they were and no staged file behind."""
+    import napari_isfl.io as io_module
+
+    out, stability = tmp_path / "o.png", tmp_path / "s.png"
+    out.write_bytes(b"old fused")
+    stability.write_bytes(b"old stability")
+    real_write, calls = io_module.write_image, []
+
+    def failing_second_write(path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return real_write(path, *args, **kwargs)
+
+    monkeypatch.setattr(io_module, "write_image", failing_second_write)
+    with pytest.raises(OSError, match="disk full"):
+        fuse_files(pngs, out, stability_output=stability, model=models[2], device="cpu")
+    assert out.read_bytes() == b"old fused" and stability.read_bytes() == b"old stability"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [out.name, stability.name, *(p.name for p in pngs)]
+    )
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message when CUDA is absent")
 def test_cuda_absent(capsys, tmp_path: Path, pngs: list[Path], models) -> None:
     """``--device cuda`` without CUDA is a one-line error naming the fix."""

@@ -510,7 +510,7 @@ def fuse_files(
     overwrite: bool = True,
     **fuse_options,
 ) -> FusionResult:
-    """Read co-registered files, fuse them, and write the result (and stability map) atomically.
+    """Read co-registered files, fuse them, and write the result (and stability map) atomically together.
 
     The first input is the reference: the output takes its grid, affine and header. PNG/TIFF in gives
     an 8-bit PNG (or TIFF) out; a colour (pseudo-colour PET/SPECT) input has its luminance fused and,
@@ -564,13 +564,36 @@ def fuse_files(
         from dataclasses import replace
 
         reference = replace(data[0], chroma=colour_source.chroma)
-    write_image(output, result.fused, reference, color=colour_source is not None)
-    if stability_output is not None and result.stability is not None:
-        stability = result.stability
-        if Path(stability_output).suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"):
-            peak = float(stability.max()) or 1.0
-            stability = stability / peak  # 8-bit files cannot hold the small raw values
-            result.provenance["stability_png_scale"] = peak
-        write_image(stability_output, stability, data[0], color=False)
+    # both files are staged beside their targets and renamed only when both are written, so a failure
+    # at the second file leaves neither target replaced
+    staged: dict[Path, Path] = {}
+    try:
+        staged[Path(output)] = write_image(
+            _staging_path(output), result.fused, reference, color=colour_source is not None
+        )
+        if stability_output is not None and result.stability is not None:
+            stability = result.stability
+            if Path(stability_output).suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"):
+                peak = float(stability.max()) or 1.0
+                stability = stability / peak  # 8-bit files cannot hold the small raw values
+                result.provenance["stability_png_scale"] = peak
+            staged[Path(stability_output)] = write_image(
+                _staging_path(stability_output), stability, data[0], color=False
+            )
+        for target, part in staged.items():
+            os.replace(part, target)
+    finally:
+        for part in staged.values():
+            part.unlink(missing_ok=True)
     result.provenance["resampled"] = bool(resample)
     return result
+
+
+def _staging_path(target: str | os.PathLike) -> Path:
+    """A unique hidden name beside ``target`` with the same image suffix (writers pick the format by it)."""
+    from .io import image_suffix
+
+    target = Path(target)
+    suffix = image_suffix(target)
+    stem = target.name[: len(target.name) - len(suffix)]
+    return target.with_name(f".{stem}.{os.getpid()}.{time.monotonic_ns()}.staged{suffix}")
