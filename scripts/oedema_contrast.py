@@ -22,13 +22,17 @@ CASE = "volumes/brats/TCGA-FG-6692/OtherEXampleFromTCIA_{}_bet.nii.gz"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--t1c", help="T1c volume (default: held-out TCGA-FG-6692 under --data-root)")
     parser.add_argument("--flair", help="FLAIR volume, co-registered with --t1c")
     parser.add_argument("--data-root", default="../shared/data")
     parser.add_argument("--model", default="default", help="ISFL checkpoint or 'default'")
     parser.add_argument("--baselines", default="lp,dwt,gff,mean", help="comma-separated baselines")
-    parser.add_argument("--top", type=float, default=5.0, help="oedema = brightest TOP %% of FLAIR in the brain")
+    parser.add_argument(
+        "--top", type=float, default=5.0, help="oedema = brightest TOP %% of FLAIR in the brain"
+    )
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
 
