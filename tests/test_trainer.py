@@ -128,6 +128,21 @@ def test_resume_continues_identically(harvard_like: Path, tmp_path: Path) -> Non
     assert _losses(straight) == _losses(split)
 
 
+def test_resume_with_more_steps_follows_the_new_schedule(harvard_like: Path, tmp_path: Path) -> None:
+    """Extending a finished run (``--resume auto --max-steps 10``) decays over the new horizon instead
+    of staying at the old schedule's floor."""
+    from napari_isfl.trainer import _Schedule
+
+    out = tmp_path / "run"
+    train(load_config(_config(harvard_like, out, 6)), progress=False)
+    train(load_config(_config(harvard_like, out, 10)), resume="auto", progress=False)
+    with open(out / "log.csv") as handle:
+        lr = {int(r["step"]): float(r["lr"]) for r in csv.DictReader(handle)}
+    assert max(lr) == 10
+    expected = _Schedule({"warmup_steps": 1, "max_steps": 10})(7) * 0.005
+    assert lr[7] == pytest.approx(expected) and lr[7] > 5 * lr[6]  # step 6 ended the old schedule
+
+
 def _train_until(config: dict, steps: int) -> None:
     """Run the first ``steps`` steps of a longer schedule (as an interrupted run would have)."""
     from napari_isfl import trainer
