@@ -106,6 +106,9 @@ def test_stability_output(capsys, tmp_path: Path, niftis: list[Path], pngs: list
     stability = nib.load(tmp_path / "s.nii.gz")
     assert stability.shape == SHAPE_NII and np.asarray(stability.dataobj).min() >= 0
     np.testing.assert_allclose(stability.affine, OBLIQUE_AFFINE, atol=1e-5)
+    (tmp_path / "plain").write_bytes(b"")  # staged files end with the permissions open() gives
+    for written in ("f.nii.gz", "s.nii.gz"):
+        assert (tmp_path / written).stat().st_mode == (tmp_path / "plain").stat().st_mode
     status, err = run_cli(capsys, *pngs, "-o", tmp_path / "f.png", "--stability", tmp_path / "s.png",
                           "--model", models[2])  # fmt: skip
     assert status == 0, err

@@ -29,6 +29,7 @@ from magicgui.widgets import (
 )
 
 from ._widget_session import FusionSession
+from .normalization import FUNCTIONAL_MODALITIES
 
 __all__ = ["FusionWidget", "parse_patch_size"]
 
@@ -303,7 +304,9 @@ class FusionWidget(Container):
             show_error(f"Fusion could not start: {type(error).__name__}: {error}")
             raise
         # the overlay box means "when there is PET/SPECT": no warning for an all-MRI run
-        options["overlay"] = options["overlay"] and any(m in ("pet", "spect") for m in request.modalities)
+        options["overlay"] = options["overlay"] and any(
+            m in FUNCTIONAL_MODALITIES for m in request.modalities
+        )
         self.session.start(request, options)
 
     def cancel(self) -> None:

@@ -26,7 +26,7 @@ from .baselines import BASELINES, fuse_baseline
 from .data import Case, cases_from_csv, cases_from_folder
 from .io import read_image, resample_to_reference, ycbcr_to_rgb
 from .metrics import METRIC_KEYS, functional_fidelity, fusion_metrics, to_uint8_scale
-from .normalization import normalize_intensity
+from .normalization import FUNCTIONAL_MODALITIES, normalize_intensity
 
 __all__ = ["STANDARD_METRICS", "evaluate", "load_cases", "summarize", "write_tables"]
 
@@ -104,7 +104,7 @@ def evaluate(
             else tuple(slice(None) for _ in arrays[0].shape)
         )
         sources = [to_uint8_scale(s[box]) for s in normalised]
-        functional = [i for i, m in enumerate(case.modalities) if m in ("pet", "spect")]
+        functional = [i for i, m in enumerate(case.modalities) if m in FUNCTIONAL_MODALITIES]
         anatomical = [i for i, m in enumerate(case.modalities) if m == "mri"]
         fused_by_method = {}
         for method in methods:

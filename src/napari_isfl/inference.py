@@ -527,6 +527,7 @@ def fuse_files(
         image_suffix,
         read_image,
         resample_to_reference,
+        temp_path_beside,
         write_image,
     )
 
@@ -568,18 +569,16 @@ def fuse_files(
     # at the second file leaves neither target replaced
     staged: dict[Path, Path] = {}
     try:
-        staged[Path(output)] = write_image(
-            _staging_path(output), result.fused, reference, color=colour_source is not None
-        )
+        staged[Path(output)] = part = temp_path_beside(output)
+        write_image(part, result.fused, reference, color=colour_source is not None)
         if stability_output is not None and result.stability is not None:
             stability = result.stability
             if Path(stability_output).suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"):
                 peak = float(stability.max()) or 1.0
                 stability = stability / peak  # 8-bit files cannot hold the small raw values
                 result.provenance["stability_png_scale"] = peak
-            staged[Path(stability_output)] = write_image(
-                _staging_path(stability_output), stability, data[0], color=False
-            )
+            staged[Path(stability_output)] = part = temp_path_beside(stability_output)
+            write_image(part, stability, data[0], color=False)
         for target, part in staged.items():
             os.replace(part, target)
     finally:
@@ -587,13 +586,3 @@ def fuse_files(
             part.unlink(missing_ok=True)
     result.provenance["resampled"] = bool(resample)
     return result
-
-
-def _staging_path(target: str | os.PathLike) -> Path:
-    """A unique hidden name beside ``target`` with the same image suffix (writers pick the format by it)."""
-    from .io import image_suffix
-
-    target = Path(target)
-    suffix = image_suffix(target)
-    stem = target.name[: len(target.name) - len(suffix)]
-    return target.with_name(f".{stem}.{os.getpid()}.{time.monotonic_ns()}.staged{suffix}")

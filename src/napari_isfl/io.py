@@ -179,6 +179,29 @@ def _read_nifti(path: Path) -> ImageData:
     return ImageData(array, path, "nifti", img.affine.copy(), img.header.copy(), stored_shape=shape)
 
 
+def _mode_for(path: Path) -> int:
+    """The permissions ``path`` should get: its current ones, or those a plain ``open()`` would give."""
+    if path.exists():
+        return path.stat().st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def temp_path_beside(path: str | os.PathLike) -> Path:
+    """A new empty hidden file ``.NAME.*.partSUFFIX`` in ``path``'s folder (created if needed), keeping
+    the image suffix so writers pick the right format, with the permissions ``path`` should end up with
+    (``mkstemp`` alone gives 0600)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=f".part{image_suffix(path) or '.tmp'}", dir=path.parent
+    )
+    os.close(fd)
+    os.chmod(tmp, _mode_for(path))
+    return Path(tmp)
+
+
 def atomic_write(path: str | os.PathLike, write) -> Path:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it onto ``path``.
 
@@ -186,20 +209,10 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
     temporary file is removed and an existing ``path`` is left untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = image_suffix(path) or ".tmp"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".part{suffix}", dir=path.parent)
-    os.close(fd)
+    tmp = temp_path_beside(path)
     try:
         write(Path(tmp))
-        # mkstemp creates 0600 files; give the result the mode a plain open() would (or the old file's)
-        if path.exists():
-            mode = path.stat().st_mode & 0o777
-        else:
-            umask = os.umask(0)
-            os.umask(umask)
-            mode = 0o666 & ~umask
-        os.chmod(tmp, mode)
+        os.chmod(tmp, _mode_for(path))  # in case the writer replaced the file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

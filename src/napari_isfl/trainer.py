@@ -343,7 +343,7 @@ def train(config: dict, resume: str | os.PathLike | None = None, progress: bool 
         scheduler.load_state_dict(state["scheduler"])
         # LambdaLR also restores the schedule object's fields; the current config's horizon wins, so
         # `--resume auto --max-steps N` extends a finished run with a schedule over N steps
-        schedule.warmup, schedule.total = _Schedule(optim_cfg).warmup, _Schedule(optim_cfg).total
+        schedule.__init__(optim_cfg)  # warm-up and horizon from the current config
         start_step, best = int(state["step"]), float(state["best"])
     model: torch.nn.Module = network
     if world > 1:
