@@ -115,17 +115,58 @@ def test_a_few_steps_reduce_the_loss_and_write_a_usable_model(harvard_like: Path
     assert (out / "val.csv").exists() and (out / "loss.png").exists() and (out / "config.yaml").exists()
 
 
-def test_resume_continues_identically(harvard_like: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("ema_decay", [None, 0.9], ids=["raw", "ema"])
+def test_resume_continues_identically(harvard_like: Path, tmp_path: Path, ema_decay: float | None) -> None:
     straight, split = tmp_path / "straight", tmp_path / "split"
-    train(load_config(_config(harvard_like, straight, 6)), progress=False)
-    _train_until(load_config(_config(harvard_like, split, 6)), 3)  # an interrupted run
-    train(load_config(_config(harvard_like, split, 6)), resume="auto", progress=False)
+    extra = {"optim__ema_decay": ema_decay}
+    train(load_config(_config(harvard_like, straight, 6, **extra)), progress=False)
+    _train_until(load_config(_config(harvard_like, split, 6, **extra)), 3)  # an interrupted run
+    train(load_config(_config(harvard_like, split, 6, **extra)), resume="auto", progress=False)
     a = torch.load(straight / "state.pt", weights_only=True)
     b = torch.load(split / "state.pt", weights_only=True)
     assert a["step"] == b["step"] == 6
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
+    assert ("average" in a) == (ema_decay is not None)
+    if ema_decay is not None:
+        assert a["average"]["updates"] == b["average"]["updates"] == 6
+        for key, value in a["average"]["weights"].items():
+            assert torch.equal(value, b["average"]["weights"][key]), key
     assert _losses(straight) == _losses(split)
+
+
+def test_weight_average_follows_early_and_smooths_later() -> None:
+    from napari_isfl.trainer import WeightAverage
+
+    network = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    average = WeightAverage(network, 0.99)
+    weight = network[0].weight
+    start = weight.detach().clone()
+    with torch.no_grad():
+        weight.add_(1.0)
+    average.update(network)  # effective decay 2/11: mostly the new weights
+    assert torch.allclose(average.network[0].weight, start + 9 / 11)
+    assert not average.network[0].weight.requires_grad
+    network[1].num_batches_tracked.fill_(7)  # integer buffers are copied, not averaged
+    for _ in range(2000):  # effective decay reaches 0.99: the average converges to fixed weights
+        average.update(network)
+    assert torch.allclose(average.network[0].weight, weight, atol=1e-6)
+    assert int(average.network[1].num_batches_tracked) == 7
+    with pytest.raises(ValueError, match="decay"):
+        WeightAverage(network, 1.0)
+
+
+def test_ema_run_validates_and_exports_the_average(harvard_like: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    model_path = train(load_config(_config(harvard_like, out, 6, optim__ema_decay=0.9)), progress=False)
+    state = torch.load(out / "state.pt", weights_only=True)
+    exported = load_model(model_path, 2).network.state_dict()
+    for key, value in state["average"]["weights"].items():
+        assert torch.equal(exported[key], value), key
+    differs = [k for k in state["model"] if not torch.equal(state["model"][k], exported[k])]
+    assert differs, "the exported weights are the raw weights, not their average"
+    with pytest.raises(ValueError, match="ema_decay"):
+        load_config(_config(harvard_like, out, 6), ["optim.ema_decay=1.5"])
 
 
 def test_resume_with_more_steps_follows_the_new_schedule(harvard_like: Path, tmp_path: Path) -> None:

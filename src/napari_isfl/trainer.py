@@ -6,7 +6,8 @@ Configuration is a YAML file (see ``configs/``) merged over :data:`DEFAULT_CONFI
 * ``state.pt``: the resumable training state (weights, optimizer, scheduler, step), every
   ``checkpoint_every`` steps and at the end; ``--resume`` continues from it with identical batches;
 * ``model.pt``: the self-describing model checkpoint with the best validation loss (or the last one
-  when there is no validation data), usable by ``isfl fuse --model``;
+  when there is no validation data), usable by ``isfl fuse --model``. With ``optim.ema_decay`` set,
+  validation and ``model.pt`` use the exponential moving average of the weights;
 * ``log.csv`` (every ``log_every`` steps) and ``val.csv``, ``config.yaml`` and ``loss.png``.
 
 Distributed data parallel: launch the same command with ``torchrun --nproc_per_node K``; every
@@ -36,7 +37,7 @@ from .model import ISFLNet
 from .normalization import DEFAULT_SPECS, FUNCTIONAL_MODALITIES
 from .training import InterventionConfig, Interventions, training_step
 
-__all__ = ["DEFAULT_CONFIG", "load_config", "train"]
+__all__ = ["DEFAULT_CONFIG", "WeightAverage", "load_config", "train"]
 
 DEFAULT_CONFIG: dict = {
     "model": {
@@ -69,6 +70,7 @@ DEFAULT_CONFIG: dict = {
         "max_steps": 2000,
         "max_minutes": None,
         "grad_clip": 1.0,
+        "ema_decay": None,
         "amp": True,
         "batched_passes": True,
     },
@@ -183,6 +185,8 @@ def _validate(config: dict) -> None:
         raise ValueError("data.num_inputs must all be >= 2")
     if data["batch_size"] < 1 or optim["max_steps"] < 1 or optim["lr"] <= 0:
         raise ValueError("data.batch_size, optim.max_steps and optim.lr must be positive")
+    if optim.get("ema_decay") is not None and not 0.0 <= float(optim["ema_decay"]) < 1.0:
+        raise ValueError(f"optim.ema_decay must be in [0, 1), or null or 0 for off; got {optim['ema_decay']}")
     ISFLLossWeights(**config["loss"])  # validates the weights and the necessity mode
 
 
@@ -213,6 +217,46 @@ class _Schedule:
             return (step + 1) / self.warmup
         progress = min(1.0, max((step - self.warmup) / max(1, self.total - self.warmup), self.time_fraction))
         return 0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class WeightAverage:
+    """Exponential moving average of a network's weights and normalisation statistics.
+
+    Small crops and batches make single-step weights noisy (the validation loss of the 3D model swung by
+    about 0.1 between checkpoints); the average is what gets validated and exported. The effective decay
+    ramps up as ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates, so an average started from a
+    fresh or fine-tuned network follows it early on instead of remembering its initial weights.
+
+    Args:
+        network: the network being trained; the average starts as a copy of it.
+        decay: the long-run weight of the old average per update, in [0, 1).
+    """
+
+    def __init__(self, network: torch.nn.Module, decay: float) -> None:
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"decay must be in [0, 1), got {decay}")
+        self.decay = float(decay)
+        self.network = copy.deepcopy(network).eval()
+        self.network.requires_grad_(False)
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self, network: torch.nn.Module) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        current = network.state_dict()
+        for name, average in self.network.state_dict().items():
+            if average.is_floating_point():
+                average.lerp_(current[name].to(average.dtype), 1.0 - decay)
+            else:  # step counters (BatchNorm's num_batches_tracked)
+                average.copy_(current[name])
+
+    def state_dict(self) -> dict:
+        return {"weights": self.network.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.network.load_state_dict(state["weights"])
+        self.updates = int(state["updates"])
 
 
 def _load_cases(sources: list, config: dict) -> tuple[list[LoadedCase], list]:
@@ -331,6 +375,7 @@ def train(config: dict, resume: str | os.PathLike | None = None, progress: bool 
     )
     schedule = _Schedule(optim_cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    average = WeightAverage(network, float(optim_cfg["ema_decay"])) if optim_cfg.get("ema_decay") else None
 
     start_step, best = 0, float("inf")
     state_path = out_dir / "state.pt"
@@ -345,6 +390,11 @@ def train(config: dict, resume: str | os.PathLike | None = None, progress: bool 
         # `--resume auto --max-steps N` extends a finished run with a schedule over N steps
         schedule.__init__(optim_cfg)  # warm-up and horizon from the current config
         start_step, best = int(state["step"]), float(state["best"])
+        if average is not None:  # a state without an average (EMA newly switched on) starts one here
+            average = WeightAverage(network, average.decay)
+            if "average" in state:
+                average.load_state_dict(state["average"])
+    evaluated = network if average is None else average.network  # what validation and model.pt see
     model: torch.nn.Module = network
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(
@@ -394,12 +444,14 @@ def train(config: dict, resume: str | os.PathLike | None = None, progress: bool 
             "step": step,
             "best": best,
         }
+        if average is not None:
+            payload["average"] = average.state_dict()
         atomic_write(state_path, lambda tmp: torch.save(payload, tmp))
 
     def export(step: int, metrics: dict) -> None:
         save_checkpoint(
             out_dir / "model.pt",
-            network,
+            evaluated,
             DEFAULT_SPECS,
             training=training_meta | {"steps": step, "seconds": round(time.time() - started, 1)},
             data_hash=hash_of_data,
@@ -429,6 +481,8 @@ def train(config: dict, resume: str | os.PathLike | None = None, progress: bool 
         if optim_cfg["grad_clip"]:
             torch.nn.utils.clip_grad_norm_(network.parameters(), float(optim_cfg["grad_clip"]))
         optimizer.step()
+        if average is not None:
+            average.update(network)
         if deadline is not None:
             schedule.time_fraction = (time.time() - started) / (deadline - started)
         scheduler.step()
@@ -458,7 +512,7 @@ def train(config: dict, resume: str | os.PathLike | None = None, progress: bool 
             stop = bool(flag.item())
         if is_main and (step % int(run_cfg["val_every"]) == 0 or stop):
             if val_cases:
-                last_val = validate(network, val_cases, criterion, device, amp) | {"step": step}
+                last_val = validate(evaluated, val_cases, criterion, device, amp) | {"step": step}
                 _append_csv(out_dir / "val.csv", last_val)
                 if last_val["val_fidelity"] < best:
                     best = last_val["val_fidelity"]
