@@ -184,6 +184,20 @@ def test_resume_with_more_steps_follows_the_new_schedule(harvard_like: Path, tmp
     assert lr[7] == pytest.approx(expected) and lr[7] > 5 * lr[6]  # step 6 ended the old schedule
 
 
+def test_resume_follows_a_new_learning_rate(harvard_like: Path, tmp_path: Path) -> None:
+    """``--resume auto --set optim.lr=...`` resumes at the new peak rate, not the saved one."""
+    from napari_isfl.trainer import _Schedule
+
+    out = tmp_path / "run"
+    _train_until(load_config(_config(harvard_like, out, 8)), 4)
+    train(load_config(_config(harvard_like, out, 8), ["optim.lr=0.001"]), resume="auto", progress=False)
+    with open(out / "log.csv") as handle:
+        lr = {int(r["step"]): float(r["lr"]) for r in csv.DictReader(handle)}
+    schedule = _Schedule({"warmup_steps": 1, "max_steps": 8})
+    assert lr[4] == pytest.approx(0.005 * schedule(4))
+    assert lr[5] == pytest.approx(0.001 * schedule(5))
+
+
 def _train_until(config: dict, steps: int) -> None:
     """Run the first ``steps`` steps of a longer schedule (as an interrupted run would have)."""
     from napari_isfl import trainer

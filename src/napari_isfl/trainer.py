@@ -386,9 +386,14 @@ def train(config: dict, resume: str | os.PathLike | None = None, progress: bool 
         network.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        # LambdaLR also restores the schedule object's fields; the current config's horizon wins, so
-        # `--resume auto --max-steps N` extends a finished run with a schedule over N steps
+        # LambdaLR also restores the schedule object's fields and its base learning rates; the current
+        # config's horizon wins, so `--resume auto --max-steps N` extends a finished run over N steps
         schedule.__init__(optim_cfg)  # warm-up and horizon from the current config
+        # ... and so does the peak learning rate: `--resume auto --set optim.lr=...` takes effect
+        scheduler.base_lrs = [float(optim_cfg["lr"])] * len(optimizer.param_groups)
+        for group in optimizer.param_groups:
+            group["initial_lr"] = float(optim_cfg["lr"])
+            group["lr"] = float(optim_cfg["lr"]) * schedule(scheduler.last_epoch)
         start_step, best = int(state["step"]), float(state["best"])
         if average is not None:  # a state without an average (EMA newly switched on) starts one here
             average = WeightAverage(network, average.decay)
@@ -574,7 +579,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="override a config entry, e.g. --set optim.lr=5e-4 (repeatable)",
     )
     parser.add_argument("--output", help="run directory (run.output_dir)")
-    parser.add_argument("--resume", help="state.pt to continue from, or 'auto' for the run directory's")
+    parser.add_argument(
+        "--resume",
+        help="state.pt to continue from, or 'auto' for the run directory's; the learning rate and "
+        "step budget of the current config apply from there",
+    )
     parser.add_argument("--device", help="auto, cpu, cuda, cuda:N (run.device)")
     parser.add_argument("--max-steps", type=int, help="optim.max_steps")
     parser.add_argument("--max-minutes", type=float, help="stop after this wall time (optim.max_minutes)")
