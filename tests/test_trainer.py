@@ -240,6 +240,32 @@ def test_batches_share_their_number_of_inputs() -> None:
         assert len(counts) == 1
 
 
+@pytest.mark.parametrize("crop", [(9, 8), (5, 6, 7)], ids=["2d", "3d"])
+def test_gamma_augmentation_varies_each_input_and_stays_in_range(crop: tuple[int, ...]) -> None:
+    rng = np.random.default_rng(0)
+    cases = [LoadedCase(rng.random((3, 12, 11, 10)[: len(crop) + 1], dtype=np.float32), ["mri"] * 3, "a")]
+
+    def make(gamma_range: tuple[float, float] | None) -> CropDataset:
+        return CropDataset(cases, crop, 1, 4, num_inputs=(3,), seed=2, augment=False, gamma_range=gamma_range)
+
+    plain, same, varied = make(None), make((1.0, 1.0)), make((0.5, 2.0))
+    for index in range(4):
+        assert torch.allclose(plain[index][0], same[index][0])  # gamma 1: unchanged
+        images = varied[index][0]
+        assert torch.equal(images, varied[index][0])  # deterministic
+        assert images.min() >= 0 and images.max() <= 1
+        # one gamma per input: log(out) / log(in) is constant within an input and differs between them
+        ratios = [
+            (torch.log(out[inp > 0.05]) / torch.log(inp[inp > 0.05])).numpy()
+            for out, inp in zip(images, plain[index][0], strict=True)
+        ]
+        assert all(np.ptp(r) < 1e-3 for r in ratios)
+        assert np.ptp([r.mean() for r in ratios]) > 1e-3
+        assert all(0.5 - 1e-4 <= r.mean() <= 2.0 + 1e-4 for r in ratios)
+    with pytest.raises(ValueError, match="gamma_range"):
+        make((0.0, 1.0))
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -181,7 +181,8 @@ class CropDataset(Dataset):
     Items of one batch (``i // batch_size``) share the number of inputs N, drawn from
     ``num_inputs``; each item picks a case that has at least N images, N of its images (anatomy
     first when present), a crop of ``crop_size`` centred on foreground with probability
-    ``foreground_prob``, and MONAI's random axis flip and in-plane 90-degree rotation.
+    ``foreground_prob``, and MONAI's random axis flip and in-plane 90-degree rotation; with ``gamma_range``,
+    each input also gets its own random gamma.
 
     Returns:
         ``(images (N, *crop) float32, modality tags as a list of str)``.
@@ -200,6 +201,7 @@ class CropDataset(Dataset):
         rank: int = 0,
         foreground_prob: float = 0.9,
         augment: bool = True,
+        gamma_range: Sequence[float] | None = None,
     ) -> None:
         if not cases:
             raise ValueError("no training cases")
@@ -225,6 +227,12 @@ class CropDataset(Dataset):
             if augment
             else None
         )
+        if gamma_range is not None:
+            low, high = (float(g) for g in gamma_range)
+            if not 0.0 < low <= high:
+                raise ValueError(f"gamma_range must be (low, high) with 0 < low <= high, got {gamma_range}")
+            gamma_range = (low, high)
+        self.gamma_range = gamma_range
 
     def __len__(self) -> int:
         return self.num_steps * self.batch_size
@@ -246,9 +254,20 @@ class CropDataset(Dataset):
         if self.augment is not None:
             self.augment.set_random_state(int(rng.integers(2**31)))
             crop = np.asarray(self.augment(crop))
+        if self.gamma_range is not None:
+            crop = self._gamma(crop, rng)
         return torch.from_numpy(np.ascontiguousarray(crop, dtype=np.float32)), [
             case.modalities[i] for i in chosen
         ]
+
+    def _gamma(self, crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Each input gets its own gamma, log-uniform in ``gamma_range`` (inputs are in [0, 1]): the contrast
+        between and within modalities varies as it does between scanners and protocols, which a training
+        set of a few patients does not show."""
+        low, high = np.log(self.gamma_range)
+        gammas = np.exp(rng.uniform(low, high, size=crop.shape[0]))
+        shape = (-1,) + (1,) * (crop.ndim - 1)
+        return np.clip(crop, 0.0, 1.0) ** gammas.reshape(shape).astype(np.float32)
 
     def _crop(self, volume: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         spatial = volume.shape[1:]

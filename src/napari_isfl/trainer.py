@@ -61,6 +61,7 @@ DEFAULT_CONFIG: dict = {
         "num_workers": 2,
         "foreground_prob": 0.9,
         "augment": True,
+        "gamma_range": None,
         "val_max_cases": 64,
     },
     "optim": {
@@ -419,6 +420,7 @@ def train(config: dict, resume: str | os.PathLike | None = None, progress: bool 
         rank,
         data_cfg["foreground_prob"],
         data_cfg["augment"],
+        data_cfg["gamma_range"],
     )
     loader = torch.utils.data.DataLoader(
         dataset,
