@@ -3,6 +3,7 @@ half-written or replaced output when a run fails."""
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -320,3 +321,28 @@ def test_end_to_end_subprocess(tmp_path: Path, pngs: list[Path], models) -> None
     )  # fmt: skip
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert bad.stderr.strip() == f"isfl fuse: error: {tmp_path / 'nope.png'}: no such file"
+
+
+def test_evaluate_writes_tables_and_honours_the_window(capsys, tmp_path: Path, models) -> None:
+    """``isfl evaluate`` on a Harvard-layout folder: CSV and Markdown tables for every method; a
+    sliding-window size changes ISFL's numbers only."""
+    for index in range(2):
+        for modality, image in zip(("MRI", "CT"), phantom_stack(SHAPE_PNG, 2, seed=index), strict=True):
+            folder = tmp_path / "data" / "CT-MRI" / modality
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.rint(image * 255).astype(np.uint8)).save(folder / f"{index}.png")
+    tables = {}
+    for name, window in (("whole", []), ("windowed", ["--patch-size", "16", "--overlap", "0.5"])):
+        out = tmp_path / name
+        args = ["evaluate", str(tmp_path / "data"), "--method", "isfl,dwt", "--model", str(models[2])]
+        assert main(args + ["--output", str(out), "-q", *window]) == 0
+        capsys.readouterr()
+        assert (out / "metrics.csv").exists() and (out / "summary.md").exists()
+        with open(out / "summary.csv") as handle:
+            tables[name] = {(r["task"], r["method"]): r for r in csv.DictReader(handle)}
+    assert "16 windows" in (tmp_path / "windowed" / "summary.md").read_text()
+    whole, windowed = tables["whole"], tables["windowed"]
+    assert whole[("CT-MRI", "isfl")]["cases"] == "2"
+    assert whole[("CT-MRI", "dwt")]["SSIM"] == windowed[("CT-MRI", "dwt")]["SSIM"]
+    assert whole[("CT-MRI", "isfl")]["SSIM"] != windowed[("CT-MRI", "isfl")]["SSIM"]
+    assert main(["evaluate", str(tmp_path / "data"), "--patch-size", "big", "-q"]) != 0

@@ -56,12 +56,18 @@ def _foreground_box(stack: np.ndarray) -> tuple[slice, ...]:
 
 
 def _fuse(
-    method: str, arrays: list[np.ndarray], normalised: np.ndarray, modalities: list[str], model, device
+    method: str,
+    arrays: list[np.ndarray],
+    normalised: np.ndarray,
+    modalities: list[str],
+    model,
+    device,
+    window: dict,
 ):
     if method == "isfl":
         from .inference import fuse
 
-        return fuse(arrays, modalities, model=model, device=device).fused
+        return fuse(arrays, modalities, model=model, device=device, **window).fused
     return fuse_baseline(method, normalised)
 
 
@@ -73,8 +79,13 @@ def evaluate(
     montage_dir: str | Path | None = None,
     montage_count: int = 3,
     progress: bool = True,
+    roi_size: Sequence[int] | int | None = None,
+    overlap: float = 0.25,
 ) -> list[dict]:
     """Fuse every case with every method and score it.
+
+    ``roi_size`` and ``overlap`` are the sliding-window settings of :func:`napari_isfl.inference.fuse`
+    for ISFL (``None``: its automatic choice, the whole image when it fits).
 
     Returns:
         one row per (case, method): ``task``, ``case``, ``method``, ``seconds`` and every metric.
@@ -83,6 +94,7 @@ def evaluate(
     if unknown:
         raise ValueError(f"unknown method {unknown[0]!r}; use isfl or one of {', '.join(BASELINES)}")
     loaded_model = None
+    window = {"roi_size": roi_size, "overlap": overlap}
     rows: list[dict] = []
     montages: dict[str, int] = {}
     for index, case in enumerate(cases):
@@ -109,7 +121,7 @@ def evaluate(
         fused_by_method = {}
         for method in methods:
             started = time.perf_counter()
-            fused = _fuse(method, arrays, normalised, list(case.modalities), loaded_model, device)
+            fused = _fuse(method, arrays, normalised, list(case.modalities), loaded_model, device, window)
             seconds = time.perf_counter() - started
             fused_by_method[method] = fused
             scored = to_uint8_scale(np.clip(fused[box], 0, 1))
@@ -273,6 +285,8 @@ def write_tables(rows: Sequence[dict], output: str | Path, title: str = "Evaluat
 
 
 def run(args: argparse.Namespace) -> int:
+    from .cli_fuse import _parse_roi
+
     cases = load_cases(args.data, args.data_root)
     if args.limit:
         cases = cases[: args.limit]
@@ -285,8 +299,13 @@ def run(args: argparse.Namespace) -> int:
         montage_dir=Path(args.output) / "montages" if args.montages else None,
         montage_count=args.montages,
         progress=not args.quiet,
+        roi_size=_parse_roi(args.patch_size),
+        overlap=args.overlap,
     )
-    path = write_tables(rows, args.output, title=f"Evaluation of {args.data}")
+    title = f"Evaluation of {args.data}"
+    if args.patch_size not in (None, "", "auto"):
+        title += f" (ISFL in {args.patch_size} windows, overlap {args.overlap})"
+    path = write_tables(rows, args.output, title=title)
     print(path.read_text())
     return 0
 
@@ -310,5 +329,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--output", default="evaluation", help="output folder (default ./evaluation)")
     parser.add_argument("--montages", type=int, default=0, metavar="N", help="save N montages per task")
     parser.add_argument("--limit", type=int, help="only the first N cases")
+    parser.add_argument(
+        "--patch-size", default="auto", help="ISFL sliding-window size: auto (as isfl fuse), N or N,N,N"
+    )
+    parser.add_argument(
+        "--overlap", type=float, default=0.25, help="ISFL sliding-window overlap (default 0.25)"
+    )
     parser.add_argument("-q", "--quiet", action="store_true")
     parser.set_defaults(handler=run)
