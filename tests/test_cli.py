@@ -230,7 +230,7 @@ def test_bad_checkpoints(capsys, tmp_path: Path, pngs: list[Path], models) -> No
     [
         (["--stability", "{dir}/s.xyz"], "unsupported output type '.xyz'"),
         (["--stability", "{dir}/s.png"], "a 3D result cannot be written as .png"),
-        (["--patch-size", "big"], "--patch-size must be 'auto'"),
+        (["--patch-size", "big"], "patch size must be 'auto'"),
         (["--modality", "mri,xray"], "modality 'xray' is not supported"),
         (["--overlap", "1.5"], "overlap must lie in [0, 1)"),
     ],

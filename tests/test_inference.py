@@ -23,6 +23,7 @@ from napari_isfl.inference import (
     FusionCancelled,
     count_windows,
     fuse,
+    parse_patch_size,
     resolve_roi_size,
     select_device,
 )
@@ -417,3 +418,33 @@ def test_ct_normalisation_hounsfield_and_not(ckpt) -> None:
     explicit = IntensitySpec("window", 0, 255)
     info = fuse([mri, ct_png], ["mri", "ct"], normalization=[None, explicit], **kwargs).provenance
     assert info["normalization"][1]["method"] == "window" and info["normalization"][1]["high"] == 255
+
+
+def test_parse_patch_size() -> None:
+    assert parse_patch_size("auto") is None and parse_patch_size(" ") is None
+    assert parse_patch_size("96") == 96
+    assert parse_patch_size("128, 128, 96") == [128, 128, 96] == parse_patch_size("128x128x96")
+    assert parse_patch_size("Training") == "training"
+    with pytest.raises(ValueError, match="patch size"):
+        parse_patch_size("big")
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_training_window_is_the_recorded_crop_size(tmp_path: Path, dims: int) -> None:
+    """``roi_size="training"`` tiles with the crop size the checkpoint records, and refuses a checkpoint
+    that records none."""
+    from core_helpers import tiny_net
+    from napari_isfl.checkpoint import save_checkpoint
+
+    crop = [16] * dims
+    path = save_checkpoint(
+        tmp_path / "m.pt", tiny_net(dims), training={"config": {"data": {"crop_size": crop}}}
+    )
+    images = phantom_stack((40, 36, 20)[:dims], 2, seed=3)
+    by_name = fuse(images, ["mri", "ct"], model=path, roi_size="training")
+    by_size = fuse(images, ["mri", "ct"], model=path, roi_size=16)
+    assert by_name.provenance["parameters"]["roi_size"] == crop
+    np.testing.assert_array_equal(by_name.fused, by_size.fused)
+    bare = save_tiny_checkpoint(tmp_path / "bare.pt", dims)
+    with pytest.raises(ValueError, match="training crop size"):
+        fuse(images, ["mri", "ct"], model=bare, roi_size="training")

@@ -17,7 +17,7 @@ pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
 from napari_isfl._layers import METADATA_KEY, layer_world_affine  # noqa: E402
-from napari_isfl._widget import CHECKPOINT_CHOICE, FusionWidget, parse_patch_size  # noqa: E402
+from napari_isfl._widget import CHECKPOINT_CHOICE, FusionWidget  # noqa: E402
 from napari_isfl._widget_session import SYNC_ENV  # noqa: E402
 
 pytestmark = pytest.mark.napari
@@ -55,14 +55,6 @@ def _notification_count() -> int:
     from napari.utils.notifications import notification_manager
 
     return len(notification_manager.records)
-
-
-def test_parse_patch_size():
-    assert parse_patch_size("auto") is None and parse_patch_size(" ") is None
-    assert parse_patch_size("96") == 96
-    assert parse_patch_size("128, 128, 96") == [128, 128, 96] == parse_patch_size("128x128x96")
-    with pytest.raises(ValueError, match="patch size"):
-        parse_patch_size("big")
 
 
 def test_widget_fuses_through_the_manifest(

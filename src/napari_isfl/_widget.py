@@ -31,31 +31,11 @@ from magicgui.widgets import (
 from ._widget_session import FusionSession
 from .normalization import FUNCTIONAL_MODALITIES
 
-__all__ = ["FusionWidget", "parse_patch_size"]
+__all__ = ["FusionWidget"]
 
 MODALITIES = ("mri", "ct", "pet", "spect")
 CHECKPOINT_CHOICE = "checkpoint file…"
 MIN_INPUTS = 2
-
-
-def parse_patch_size(text: str) -> int | list[int] | None:
-    """``"auto"``/empty -> ``None``; ``"96"`` -> 96; ``"128,128,96"`` or ``"128x128x96"`` -> a list.
-
-    Raises:
-        ValueError: anything else, with the accepted forms.
-    """
-    text = (text or "").strip().lower()
-    if text in ("", "auto"):
-        return None
-    try:
-        sizes = [int(v) for v in text.replace("x", ",").replace(" ", ",").split(",") if v]
-    except ValueError:
-        sizes = []
-    if not sizes or min(sizes) < 1:
-        raise ValueError(
-            f"patch size must be 'auto', one size or one per axis (e.g. 96 or 128,128,96), got {text!r}"
-        )
-    return sizes[0] if len(sizes) == 1 else sizes
 
 
 def _device_choices() -> list[str]:
@@ -126,6 +106,7 @@ class FusionWidget(Container):
             label="Patch size",
             value="auto",
             tooltip="sliding-window size: 'auto' (the whole image when it fits, else 160³ / 2048²), "
+            "'training' (the model's training crop size: slower, closer to the sources), "
             "one size (96) or one per axis (128,128,96)",
         )
         self.overlap = FloatSpinBox(
@@ -262,6 +243,8 @@ class FusionWidget(Container):
         Raises:
             ValueError: an unreadable patch size or a missing checkpoint file.
         """
+        from .inference import parse_patch_size  # torch loads when the first fusion is asked for
+
         return {
             "model": self._model_argument(),
             "device": str(self.device.value),

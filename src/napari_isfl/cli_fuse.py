@@ -19,20 +19,8 @@ def _parse_modalities(text: str | None, count: int) -> list[str] | None:
     return tags
 
 
-def _parse_roi(text: str | None) -> list[int] | None:
-    if text in (None, "", "auto"):
-        return None
-    try:
-        sizes = [int(v) for v in text.replace("x", ",").split(",") if v]
-    except ValueError as error:
-        raise ValueError(
-            f"--patch-size must be 'auto', one size or one per axis (e.g. 128 or 128,128,96), got {text!r}"
-        ) from error
-    return sizes[0] if len(sizes) == 1 else sizes
-
-
 def run(args: argparse.Namespace) -> int:
-    from .inference import fuse_files
+    from .inference import fuse_files, parse_patch_size
 
     def report(done: int, total: int) -> None:
         if not args.quiet:
@@ -49,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
         overwrite=not args.no_overwrite,
         model=args.model,
         device=args.device,
-        roi_size=_parse_roi(args.patch_size),
+        roi_size=parse_patch_size(args.patch_size),
         overlap=args.overlap,
         amp=not args.no_amp,
         crop_foreground=not args.no_crop,
@@ -92,7 +80,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--stability", metavar="OUT2", help="also write the stability map (test-time interventions)"
     )
     parser.add_argument("--resample", action="store_true", help="resample inputs onto the first input's grid")
-    parser.add_argument("--patch-size", default="auto", help="sliding-window size: auto, N or N,N,N")
+    parser.add_argument(
+        "--patch-size",
+        default="auto",
+        help="sliding-window size: auto, training (the model's training crop size), N or N,N,N",
+    )
     parser.add_argument("--overlap", type=float, default=0.25, help="sliding-window overlap (default 0.25)")
     parser.add_argument("--grey", action="store_true", help="write grey output even when an input is colour")
     parser.add_argument("--no-amp", action="store_true", help="disable mixed precision on GPU")

@@ -79,7 +79,7 @@ def evaluate(
     montage_dir: str | Path | None = None,
     montage_count: int = 3,
     progress: bool = True,
-    roi_size: Sequence[int] | int | None = None,
+    roi_size: Sequence[int] | int | str | None = None,
     overlap: float = 0.25,
 ) -> list[dict]:
     """Fuse every case with every method and score it.
@@ -285,7 +285,7 @@ def write_tables(rows: Sequence[dict], output: str | Path, title: str = "Evaluat
 
 
 def run(args: argparse.Namespace) -> int:
-    from .cli_fuse import _parse_roi
+    from .inference import parse_patch_size
 
     cases = load_cases(args.data, args.data_root)
     if args.limit:
@@ -299,7 +299,7 @@ def run(args: argparse.Namespace) -> int:
         montage_dir=Path(args.output) / "montages" if args.montages else None,
         montage_count=args.montages,
         progress=not args.quiet,
-        roi_size=_parse_roi(args.patch_size),
+        roi_size=parse_patch_size(args.patch_size),
         overlap=args.overlap,
     )
     title = f"Evaluation of {args.data}"
@@ -330,7 +330,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--montages", type=int, default=0, metavar="N", help="save N montages per task")
     parser.add_argument("--limit", type=int, help="only the first N cases")
     parser.add_argument(
-        "--patch-size", default="auto", help="ISFL sliding-window size: auto (as isfl fuse), N or N,N,N"
+        "--patch-size",
+        default="auto",
+        help="ISFL sliding-window size: auto, training, N or N,N,N (as isfl fuse)",
     )
     parser.add_argument(
         "--overlap", type=float, default=0.25, help="ISFL sliding-window overlap (default 0.25)"

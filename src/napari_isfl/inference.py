@@ -30,7 +30,9 @@ __all__ = [
     "count_windows",
     "fuse",
     "fuse_files",
+    "parse_patch_size",
     "resolve_roi_size",
+    "training_crop_size",
     "select_device",
 ]
 
@@ -128,6 +130,45 @@ def _tiling_roi(shape: Sequence[int], overlap: float, multiple: int) -> tuple[in
         side = int(budget ** (1 / len(shape))) // multiple * multiple
         return tuple(min(side, int(s)) for s in shape)
     return best[2]
+
+
+def parse_patch_size(text: str | None) -> int | list[int] | str | None:
+    """A sliding-window size as typed (CLI, widget): ``"auto"``/empty -> ``None``; ``"training"`` ->
+    ``"training"`` (the model's training crop size, see :func:`fuse`); ``"96"`` -> 96; ``"128,128,96"``
+    or ``"128x128x96"`` -> a list.
+
+    Raises:
+        ValueError: anything else, with the accepted forms.
+    """
+    text = (text or "").strip().lower()
+    if text in ("", "auto"):
+        return None
+    if text == "training":
+        return text
+    try:
+        sizes = [int(v) for v in text.replace("x", ",").replace(" ", ",").split(",") if v]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise ValueError(
+            "patch size must be 'auto', 'training', one size or one per axis (e.g. 96 or 128,128,96), "
+            f"got {text!r}"
+        )
+    return sizes[0] if len(sizes) == 1 else sizes
+
+
+def training_crop_size(loaded: LoadedModel) -> list[int]:
+    """The crop size a checkpoint was trained on (its recorded training config).
+
+    Raises:
+        ValueError: the checkpoint does not record one.
+    """
+    crop = loaded.meta.get("training", {}).get("config", {}).get("data", {}).get("crop_size")
+    if not crop:
+        raise ValueError(
+            f"model {loaded.name} does not record its training crop size; give the patch size in voxels"
+        )
+    return [int(c) for c in crop]
 
 
 def resolve_roi_size(
@@ -278,7 +319,7 @@ def fuse(
     *,
     model: str | os.PathLike | LoadedModel = "default",
     device: str | torch.device = "auto",
-    roi_size: Sequence[int] | int | None = None,
+    roi_size: Sequence[int] | int | str | None = None,
     overlap: float = 0.25,
     sw_batch_size: int = 1,
     amp: bool = True,
@@ -302,7 +343,9 @@ def fuse(
         model: ``"default"`` (shipped model of the inputs' dimensionality), a shipped model name, a
             checkpoint path, or a :class:`~napari_isfl.checkpoint.LoadedModel`.
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
-        roi_size: sliding-window size; ``None`` = auto (see :func:`resolve_roi_size`).
+        roi_size: sliding-window size; ``None`` = auto (see :func:`resolve_roi_size`); ``"training"``:
+            the model's training crop size, so the cross-modal attention pools over regions of the size
+            it was trained on (its grid is fixed, so its cells grow with the window).
         overlap: window overlap fraction in [0, 1).
         sw_batch_size: windows per network call.
         amp: bfloat16 autocast on CUDA (ignored on CPU).
@@ -381,6 +424,10 @@ def fuse(
 
     net = loaded.network
     multiple = int(getattr(net, "size_multiple", 1))
+    if isinstance(roi_size, str):
+        if roi_size != "training":
+            raise ValueError(f"roi_size {roi_size!r}: use None, 'training' or sizes in voxels")
+        roi_size = training_crop_size(loaded)
     box = _foreground_box(stack, margin=4) if crop_foreground else tuple(slice(0, s) for s in stack.shape[1:])
     # start the box on the network's pooling grid, so cropping does not shift the max-pool phase
     box = tuple(slice(s.start - s.start % multiple, s.stop) for s in box)
