@@ -286,6 +286,22 @@ def test_progress_counts_window_batches(ckpt, sw_batch_size: int) -> None:
     assert windows == len(_window_slices((75, 64), roi, 0.25, load_model(ckpt(2), 2).network.size_multiple))
 
 
+def test_small_windows_are_batched_by_default(ckpt) -> None:
+    """``sw_batch_size=None`` batches small windows (at most MAX_WINDOW_BATCH per call) with the same
+    result as one by one; a whole-image window stays one call."""
+    from napari_isfl.inference import MAX_WINDOW_BATCH
+
+    images = phantom_stack((75, 64), 2, seed=12)
+    one = fuse(images, ["mri", "ct"], model=ckpt(2), roi_size=32, sw_batch_size=1)
+    auto = fuse(images, ["mri", "ct"], model=ckpt(2), roi_size=32)
+    assert auto.provenance["parameters"]["sw_batch_size"] == MAX_WINDOW_BATCH
+    np.testing.assert_allclose(auto.fused, one.fused, atol=1e-5)
+    whole = fuse(images, ["mri", "ct"], model=ckpt(2))
+    assert whole.provenance["windows"] == 1
+    with pytest.raises(ValueError, match="sw_batch_size"):
+        fuse(images, ["mri", "ct"], model=ckpt(2), sw_batch_size=0)
+
+
 def test_count_windows() -> None:
     """count_windows follows MONAI's scan: one window when it covers the image, ceil steps otherwise."""
     assert count_windows((40, 30), (40, 30), 0.25) == 1

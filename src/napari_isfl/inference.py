@@ -41,6 +41,7 @@ CancelCallback = Callable[[], bool]
 
 #: largest window (voxels) run in one piece by default; about 2 GB peak for the 3D model on CPU
 MAX_WINDOW_VOXELS = {2: 2048 * 2048, 3: 160**3}
+MAX_WINDOW_BATCH = 4  # more gained nothing on CPU (16 windows of 32^3 per call: slower than 4)
 _MODEL_CACHE: dict[tuple[str, str, str], LoadedModel] = {}
 
 
@@ -321,7 +322,7 @@ def fuse(
     device: str | torch.device = "auto",
     roi_size: Sequence[int] | int | str | None = None,
     overlap: float = 0.25,
-    sw_batch_size: int = 1,
+    sw_batch_size: int | None = None,
     amp: bool = True,
     normalization: Sequence[IntensitySpec | None] | None = None,
     stability: bool = False,
@@ -347,7 +348,9 @@ def fuse(
             the model's training crop size, so the cross-modal attention pools over regions of the size
             it was trained on (its grid is fixed, so its cells grow with the window).
         overlap: window overlap fraction in [0, 1).
-        sw_batch_size: windows per network call.
+        sw_batch_size: windows per network call; ``None``: as many as fit the one-window voxel budget
+            (:data:`MAX_WINDOW_VOXELS`), at most :data:`MAX_WINDOW_BATCH` (small windows batched cut the
+            per-call overhead: 32^3 windows of a brain, 2 CPU threads: 15.3 s one by one, 10.7 s by 4).
         amp: bfloat16 autocast on CUDA (ignored on CPU).
         normalization: per-input :class:`IntensitySpec` overriding the modality default (``None``
             entries keep the default).
@@ -391,7 +394,7 @@ def fuse(
         raise ValueError(f"got {len(modalities)} modality tags for {len(arrays)} inputs")
     if not 0.0 <= overlap < 1.0:
         raise ValueError(f"overlap must lie in [0, 1), got {overlap}")
-    if sw_batch_size < 1 or stability_passes < 2:
+    if (sw_batch_size is not None and sw_batch_size < 1) or stability_passes < 2:
         raise ValueError("sw_batch_size must be >= 1 and stability_passes >= 2")
     spatial_dims = arrays[0].ndim
     torch_device = select_device(device)
@@ -440,6 +443,8 @@ def fuse(
         cropped.shape[1:], resolve_roi_size(cropped.shape[1:], roi_size, overlap, multiple), overlap, multiple
     )
     windows = count_windows(cropped.shape[1:], roi, overlaps)
+    if sw_batch_size is None:
+        sw_batch_size = max(1, min(MAX_WINDOW_BATCH, MAX_WINDOW_VOXELS[len(roi)] // math.prod(roi)))
     total = math.ceil(windows / sw_batch_size)
     modality_index = torch.tensor([loaded.modalities.index(m) for m in modalities], device=torch_device)
     use_amp = amp and torch_device.type == "cuda"
