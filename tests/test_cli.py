@@ -270,15 +270,21 @@ def test_failed_stability_write_replaces_neither_file(
     out, stability = tmp_path / "o.png", tmp_path / "s.png"
     out.write_bytes(b"old fused")
     stability.write_bytes(b"old stability")
-    real_write, calls = io_module.write_image, []
+    real_writer, calls = io_module.image_writer, []
 
-    def failing_second_write(path, *args, **kwargs):
+    def failing_second_writer(path, *args, **kwargs):
         calls.append(path)
-        if len(calls) == 2:
-            raise OSError("disk full")
-        return real_write(path, *args, **kwargs)
+        write = real_writer(path, *args, **kwargs)
+        if len(calls) < 2:
+            return write
 
-    monkeypatch.setattr(io_module, "write_image", failing_second_write)
+        def fail(tmp):
+            write(tmp)  # the staged file exists, partly written
+            raise OSError("disk full")
+
+        return fail
+
+    monkeypatch.setattr(io_module, "image_writer", failing_second_writer)
     with pytest.raises(OSError, match="disk full"):
         fuse_files(pngs, out, stability_output=stability, model=models[2], device="cpu")
     assert out.read_bytes() == b"old fused" and stability.read_bytes() == b"old stability"

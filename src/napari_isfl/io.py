@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -27,8 +27,10 @@ __all__ = [
     "CoregistrationError",
     "ImageData",
     "atomic_write",
+    "atomic_write_all",
     "check_coregistration",
     "image_suffix",
+    "image_writer",
     "read_image",
     "resample_to_reference",
     "rgb_to_ycbcr",
@@ -202,22 +204,31 @@ def temp_path_beside(path: str | os.PathLike) -> Path:
     return Path(tmp)
 
 
-def atomic_write(path: str | os.PathLike, write) -> Path:
-    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it onto ``path``.
+def atomic_write_all(writes: Mapping[str | os.PathLike, Callable[[Path], object]]) -> list[Path]:
+    """Call each ``write(tmp_path)`` on a temporary file beside its path, then rename all of them onto
+    their paths, only once every write has succeeded.
 
-    The temporary name keeps the suffix (writers pick their format from it). On any error the
-    temporary file is removed and an existing ``path`` is left untouched.
+    The temporary names keep the suffix (writers pick their format from it). On any error every
+    temporary file is removed and every existing path is left untouched.
     """
-    path = Path(path)
-    tmp = temp_path_beside(path)
+    staged: dict[Path, Path] = {}
     try:
-        write(Path(tmp))
-        os.chmod(tmp, _mode_for(path))  # in case the writer replaced the file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+        for path, write in writes.items():
+            path = Path(path)
+            staged[path] = tmp = temp_path_beside(path)
+            write(tmp)
+            os.chmod(tmp, _mode_for(path))  # in case the writer replaced the file
+        for path, tmp in staged.items():
+            os.replace(tmp, path)
+    finally:
+        for tmp in staged.values():
+            tmp.unlink(missing_ok=True)
+    return list(staged)
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
+    """:func:`atomic_write_all` for one file: ``write(tmp_path)``, then rename onto ``path``."""
+    return atomic_write_all({path: write})[0]
 
 
 def write_image(
@@ -226,7 +237,19 @@ def write_image(
     reference: ImageData | None = None,
     color: bool = True,
 ) -> Path:
-    """Write a fused/derived image in [0, 1] in the space of ``reference``.
+    """Write a fused/derived image in [0, 1] in the space of ``reference``, atomically (see
+    :func:`image_writer` for the formats)."""
+    return atomic_write(path, image_writer(path, array, reference, color))
+
+
+def image_writer(
+    path: str | os.PathLike,
+    array: np.ndarray,
+    reference: ImageData | None = None,
+    color: bool = True,
+) -> Callable[[Path], object]:
+    """Check a fused/derived image in [0, 1] against ``path`` and ``reference`` now, and return the
+    function that writes it (to the temporary file of :func:`atomic_write` / :func:`atomic_write_all`).
 
     * NIfTI: float32 with the reference's affine and header (a 2D result is written back with the
       reference's on-disk shape, e.g. ``(x, y, 1)``).
@@ -258,7 +281,7 @@ def write_image(
             img.header["cal_min"], img.header["cal_max"] = 0.0, 1.0
         else:
             img = nib.Nifti1Image(data, np.eye(4))
-        return atomic_write(path, lambda tmp: nib.save(img, tmp))
+        return lambda tmp: nib.save(img, tmp)
     if suffix in RASTER_SUFFIXES + TIFF_SUFFIXES:
         if data.ndim == 3 and suffix in RASTER_SUFFIXES:
             raise ValueError(f"{path}: a 3D result cannot be written as {suffix}; use .nii.gz or .tif")
@@ -268,10 +291,10 @@ def write_image(
             import tifffile
 
             out = pixels if chroma is not None else data
-            return atomic_write(path, lambda tmp: tifffile.imwrite(tmp, out))
+            return lambda tmp: tifffile.imwrite(tmp, out)
         from PIL import Image
 
-        return atomic_write(path, lambda tmp: Image.fromarray(pixels).save(tmp))
+        return lambda tmp: Image.fromarray(pixels).save(tmp)
     raise ValueError(
         f"{path}: unsupported output type {suffix!r}; use .nii.gz, .nii, .png, .jpg, .bmp or .tif"
     )

@@ -26,6 +26,11 @@ NECESSITY_MODES = ("reward", "penalize", "off")
 INTENSITY_TARGETS = ("mean", "max_anatomical")
 
 
+def _check_intensity_target(target: str) -> None:
+    if target not in INTENSITY_TARGETS:
+        raise ValueError(f"intensity_target must be one of {', '.join(INTENSITY_TARGETS)}, got {target!r}")
+
+
 def laplacian(image: torch.Tensor) -> torch.Tensor:
     """Discrete Laplacian (4-neighbour in 2D, 6-neighbour in 3D) of ``(B, C, *spatial)``, replicate pad."""
     spatial_dims = image.ndim - 2
@@ -83,10 +88,7 @@ class FidelityLoss(nn.Module):
         super().__init__()
         if min(intensity, gradient, ssim) < 0:
             raise ValueError("fidelity term weights must be >= 0")
-        if intensity_target not in INTENSITY_TARGETS:
-            raise ValueError(
-                f"intensity_target must be one of {', '.join(INTENSITY_TARGETS)}, got {intensity_target!r}"
-            )
+        _check_intensity_target(intensity_target)
         self.intensity_target = intensity_target
         self.weights = {"intensity": intensity, "gradient": gradient, "ssim": ssim}
         self.ssim = SSIMLoss(spatial_dims, data_range=1.0, win_size=ssim_window, kernel_sigma=1.5)
@@ -207,10 +209,7 @@ class ISFLLossWeights:
     def __post_init__(self) -> None:
         if self.necessity_mode not in NECESSITY_MODES:
             raise ValueError(f"necessity_mode must be one of {NECESSITY_MODES}, got {self.necessity_mode!r}")
-        if self.intensity_target not in INTENSITY_TARGETS:
-            raise ValueError(
-                f"intensity_target must be one of {INTENSITY_TARGETS}, got {self.intensity_target!r}"
-            )
+        _check_intensity_target(self.intensity_target)
         for name, value in asdict(self).items():
             if name not in ("necessity_mode", "intensity_target") and value < 0:
                 raise ValueError(f"loss weight {name} must be >= 0, got {value}")

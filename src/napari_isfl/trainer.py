@@ -376,7 +376,6 @@ def train(config: dict, resume: str | os.PathLike | None = None, progress: bool 
     )
     schedule = _Schedule(optim_cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    average = WeightAverage(network, float(optim_cfg["ema_decay"])) if optim_cfg.get("ema_decay") else None
 
     start_step, best = 0, float("inf")
     state_path = out_dir / "state.pt"
@@ -396,10 +395,10 @@ def train(config: dict, resume: str | os.PathLike | None = None, progress: bool 
             group["initial_lr"] = float(optim_cfg["lr"])
             group["lr"] = float(optim_cfg["lr"]) * schedule(scheduler.last_epoch)
         start_step, best = int(state["step"]), float(state["best"])
-        if average is not None:  # a state without an average (EMA newly switched on) starts one here
-            average = WeightAverage(network, average.decay)
-            if "average" in state:
-                average.load_state_dict(state["average"])
+    # the average starts from the (resumed) weights; a state saved with one continues it
+    average = WeightAverage(network, float(optim_cfg["ema_decay"])) if optim_cfg.get("ema_decay") else None
+    if average is not None and resume is not None and "average" in state:
+        average.load_state_dict(state["average"])
     evaluated = network if average is None else average.network  # what validation and model.pt see
     model: torch.nn.Module = network
     if world > 1:
