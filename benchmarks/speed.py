@@ -79,7 +79,7 @@ def _child(spec: dict, queue: mp.Queue) -> None:
         method = spec["method"]
         if method == "isfl":
             from napari_isfl.checkpoint import load_model
-            from napari_isfl.inference import fuse, select_device
+            from napari_isfl.inference import fuse, parse_patch_size, select_device
 
             device = select_device(spec["device"])
             model = load_model(spec["model"], images[0].ndim, device)
@@ -92,6 +92,7 @@ def _child(spec: dict, queue: mp.Queue) -> None:
                     device=device,
                     crop_foreground=spec["crop"],
                     amp=spec["amp"],
+                    roi_size=parse_patch_size(spec["patch_size"]),
                 )
                 return {"windows": result.provenance["windows"]}
         else:
@@ -119,22 +120,30 @@ def _child(spec: dict, queue: mp.Queue) -> None:
                 times.append(time.perf_counter() - start)
         peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         voxels = int(np.prod(images[0].shape))
-        row = {
-            "method": method,
-            "input": spec["case"] or spec["size"],
-            "shape": "x".join(map(str, images[0].shape)),
-            "modalities": len(images),
-            "device": str(device) if device is not None else "cpu",
-            "threads": spec["threads"] or "",
-            "seconds": round(statistics.median(times), 3),
-            "megavoxels_per_s": round(voxels / statistics.median(times) / 1e6, 3),
-            "peak_rss_gb": round(peak_rss / 2**20, 3),
-            "fusion_rss_gb": round((peak_rss - base_rss) / 2**20, 3),
-            "gpu_peak_gb": round(torch.cuda.max_memory_allocated() / 2**30, 3)
-            if device is not None and device.type == "cuda"
-            else "",
-            "crop_foreground": spec["crop"],
-        } | info
+        row = (
+            {
+                "method": method,
+                "input": spec["case"] or spec["size"],
+                "shape": "x".join(map(str, images[0].shape)),
+                "modalities": len(images),
+                "device": str(device) if device is not None else "cpu",
+                "threads": spec["threads"] or "",
+                "seconds": round(statistics.median(times), 3),
+                "megavoxels_per_s": round(voxels / statistics.median(times) / 1e6, 3),
+                "peak_rss_gb": round(peak_rss / 2**20, 3),
+                "fusion_rss_gb": round((peak_rss - base_rss) / 2**20, 3),
+                "gpu_peak_gb": round(torch.cuda.max_memory_allocated() / 2**30, 3)
+                if device is not None and device.type == "cuda"
+                else "",
+                "crop_foreground": spec["crop"],
+            }
+            | (
+                {"patch_size": spec["patch_size"]}
+                if method == "isfl" and spec["patch_size"] != "auto"
+                else {}
+            )
+            | info
+        )
         queue.put(row)
     except Exception as error:  # report, do not hang the parent
         queue.put({"error": f"{type(error).__name__}: {error}", "input": spec["case"] or spec["size"]})
@@ -183,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baselines", default="", help="comma-separated baselines timed in the same run")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--no-crop", action="store_true", help="disable the foreground crop")
+    parser.add_argument("--patch-size", default="auto", help="ISFL sliding-window size: auto, training, N")
     parser.add_argument("--no-amp", action="store_true")
     parser.add_argument("--csv", help="append the rows to this CSV")
     args = parser.parse_args(argv)
@@ -210,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             "model": args.model,
             "repeat": args.repeat,
             "crop": not args.no_crop,
+            "patch_size": args.patch_size,
             "amp": not args.no_amp,
             "data_root": args.data_root,
         }

@@ -33,6 +33,7 @@ def main() -> None:
     parser.add_argument(
         "--top", type=float, default=5.0, help="oedema = brightest TOP %% of FLAIR in the brain"
     )
+    parser.add_argument("--patch-size", default="auto", help="ISFL sliding-window size, as isfl fuse")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
 
@@ -40,6 +41,7 @@ def main() -> None:
 
     from napari_isfl import fuse, read_image
     from napari_isfl.baselines import fuse_baseline
+    from napari_isfl.inference import parse_patch_size
     from napari_isfl.normalization import normalize_intensity
 
     if args.threads:
@@ -55,11 +57,12 @@ def main() -> None:
     rest = brain & ~oedema
 
     images = {"FLAIR (input)": normalised[1], "T1c (input)": normalised[0]}
-    images["isfl"] = fuse(arrays, ["mri", "mri"], model=args.model, device="cpu").fused
+    window = parse_patch_size(args.patch_size)
+    images["isfl"] = fuse(arrays, ["mri", "mri"], model=args.model, device="cpu", roi_size=window).fused
     for name in filter(None, args.baselines.split(",")):
         images[name] = fuse_baseline(name, normalised)
 
-    print(f"case: {t1c_path.name} + {flair_path.name}; model: {args.model}")
+    print(f"case: {t1c_path.name} + {flair_path.name}; model: {args.model}; window: {args.patch_size}")
     print(f"oedema: brightest {args.top:g} % of FLAIR in the brain ({int(oedema.sum())} voxels)\n")
     print("| image | oedema minus rest | brain mean |")
     print("|---|---|---|")
