@@ -464,3 +464,42 @@ def test_training_window_is_the_recorded_crop_size(tmp_path: Path, dims: int) ->
     bare = save_tiny_checkpoint(tmp_path / "bare.pt", dims)
     with pytest.raises(ValueError, match="training crop size"):
         fuse(images, ["mri", "ct"], model=bare, roi_size="training")
+
+
+@pytest.mark.parametrize(
+    ("shape", "crop", "expected"),
+    [
+        ((65, 40), (32, 32), (32, 32)),  # more than twice the crop along one axis: training windows
+        ((64, 64), (32, 32), (64, 64)),  # exactly twice: the whole image
+        ((30, 20), (32, 32), (30, 20)),  # smaller than the crop
+        ((97, 33, 21), (32, 32, 32), (32, 32, 21)),  # 3D, odd sizes: windows clipped to the image
+        ((64, 63, 40), (32, 32, 32), (64, 63, 40)),
+    ],
+)
+def test_auto_window_follows_the_training_crop(shape, crop, expected) -> None:
+    assert resolve_roi_size(shape, None, training_crop=crop) == expected
+    assert resolve_roi_size(shape, None) == shape  # no recorded crop: the whole image (it fits)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_auto_uses_training_windows_for_large_images(tmp_path: Path, dims: int) -> None:
+    """Auto tiles with the recorded crop size once the image is over twice its size, and runs the whole
+    image below that; a checkpoint without a crop size keeps the whole-image behaviour."""
+    from core_helpers import tiny_net
+    from napari_isfl.checkpoint import save_checkpoint
+
+    path = save_checkpoint(
+        tmp_path / "m.pt", tiny_net(dims), training={"config": {"data": {"crop_size": [16] * dims}}}
+    )
+    large = phantom_stack((40, 36, 20)[:dims], 2, seed=3)
+    auto = fuse(large, ["mri", "ct"], model=path, crop_foreground=False)
+    training = fuse(large, ["mri", "ct"], model=path, crop_foreground=False, roi_size="training")
+    assert auto.provenance["parameters"]["roi_size"] == [16] * dims and auto.provenance["windows"] > 1
+    np.testing.assert_array_equal(auto.fused, training.fused)
+    small = phantom_stack((32, 28, 20)[:dims], 2, seed=3)
+    whole = fuse(small, ["mri", "ct"], model=path, crop_foreground=False)
+    assert (
+        whole.provenance["parameters"]["roi_size"] == [32, 28, 20][:dims] and whole.provenance["windows"] == 1
+    )
+    bare = save_tiny_checkpoint(tmp_path / "bare.pt", dims)
+    assert fuse(large, ["mri", "ct"], model=bare, crop_foreground=False).provenance["windows"] == 1

@@ -105,8 +105,9 @@ class FusionWidget(Container):
         self.patch_size = LineEdit(
             label="Patch size",
             value="auto",
-            tooltip="sliding-window size: 'auto' (the whole image when it fits, else 160³ / 2048²), "
-            "'training' (the model's training crop size: slower, closer to the sources), "
+            tooltip="sliding-window size: 'auto' (the model's training crop size for images more than "
+            "twice as large, else the whole image when it fits), 'training' (always the training "
+            "crop size), "
             "one size (96) or one per axis (128,128,96)",
         )
         self.overlap = FloatSpinBox(

@@ -83,7 +83,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--patch-size",
         default="auto",
-        help="sliding-window size: auto, training (the model's training crop size), N or N,N,N",
+        help="sliding-window size: auto (the training crop size for images more than twice as large, "
+        "else the whole image when it fits), training (always the training crop size), N or N,N,N",
     )
     parser.add_argument("--overlap", type=float, default=0.25, help="sliding-window overlap (default 0.25)")
     parser.add_argument("--grey", action="store_true", help="write grey output even when an input is colour")

@@ -85,7 +85,7 @@ def evaluate(
     """Fuse every case with every method and score it.
 
     ``roi_size`` and ``overlap`` are the sliding-window settings of :func:`napari_isfl.inference.fuse`
-    for ISFL (``None``: its automatic choice, the whole image when it fits).
+    for ISFL (``None``: its automatic choice, see :func:`napari_isfl.inference.resolve_roi_size`).
 
     Returns:
         one row per (case, method): ``task``, ``case``, ``method``, ``seconds`` and every metric.
