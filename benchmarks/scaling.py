@@ -38,7 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from speed import measure  # noqa: E402
+from speed import make_spec, measure  # noqa: E402
 
 HEADLINE = ["256x256", "128x128x128", "240x240x155", "brats", "256x256x256"]
 CUBES = ["64x64x64", "96x96x96", "128x128x128", "160x160x160", "192x192x192", "256x256x256"]
@@ -183,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-root", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     parser.add_argument("--no-case", action="store_true", help="skip the real TCGA-DU-7294 case")
     parser.add_argument("--quick", action="store_true", help="small sizes only (a check of the machinery)")
+    parser.add_argument("--patch-size", default="auto", help="ISFL sliding-window size: auto, training, N")
     parser.add_argument("--output", default="speed_cpu", help="output folder (default ./speed_cpu)")
     args = parser.parse_args(argv)
     baselines = [b.strip() for b in args.baselines.split(",") if b.strip()]
@@ -206,19 +207,18 @@ def main(argv: list[str] | None = None) -> int:
     for source, count in plan(args.quick, with_case):
         dims = 2 if source.count("x") == 1 else 3
         for method in ["isfl", *baselines]:
-            spec = {
-                "case": source if source == "brats" else None,
-                "size": None if source == "brats" else source,
-                "modalities": count,
-                "method": method,
-                "device": "cpu",
-                "threads": args.threads,
-                "model": args.model_2d if dims == 2 else args.model_3d,
-                "repeat": args.repeat,
-                "crop": True,
-                "amp": False,
-                "data_root": args.data_root,
-            }
+            spec = make_spec(
+                method,
+                case=source if source == "brats" else None,
+                size=None if source == "brats" else source,
+                modalities=count,
+                threads=args.threads,
+                model=args.model_2d if dims == 2 else args.model_3d,
+                repeat=args.repeat,
+                patch_size=args.patch_size,
+                amp=False,
+                data_root=args.data_root,
+            )
             row = measure(spec) | {"modalities": count, "input": source, "method": method}
             rows.append(row)
             print(json.dumps(row), flush=True)

@@ -149,6 +149,40 @@ def _child(spec: dict, queue: mp.Queue) -> None:
         queue.put({"error": f"{type(error).__name__}: {error}", "input": spec["case"] or spec["size"]})
 
 
+def make_spec(
+    method: str,
+    *,
+    case: str | None = None,
+    size: str | None = None,
+    modalities: int = 2,
+    device: str = "cpu",
+    threads: int = 2,
+    model: str = "default",
+    repeat: int = 1,
+    crop: bool = True,
+    patch_size: str = "auto",
+    amp: bool = True,
+    data_root: str | Path = ".",
+) -> dict:
+    """Everything one child measurement reads (one builder for speed.py and scaling.py)."""
+    if (case is None) == (size is None):
+        raise ValueError("give exactly one of case (a real case) and size (a synthetic AxB[xC] shape)")
+    return {
+        "case": case,
+        "size": size,
+        "modalities": modalities,
+        "method": method,
+        "device": device if method == "isfl" else "cpu",  # the baselines run on the CPU
+        "threads": threads,
+        "model": model,
+        "repeat": repeat,
+        "crop": crop,
+        "patch_size": patch_size,
+        "amp": amp,
+        "data_root": str(data_root),
+    }
+
+
 def measure(spec: dict) -> dict:
     """One measurement in a fresh child process; a child that dies (killed for memory) gives an error row."""
     import queue as queue_module
@@ -206,24 +240,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("# command: python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]))
     methods = ["isfl"] + [m for m in args.baselines.split(",") if m]
+    options = {
+        "device": args.device,
+        "threads": args.threads,
+        "model": args.model,
+        "repeat": args.repeat,
+        "crop": not args.no_crop,
+        "patch_size": args.patch_size,
+        "amp": not args.no_amp,
+        "data_root": args.data_root,
+    }
     specs = []
     for case in args.case:
-        specs += [{"case": case, "size": None, "modalities": 2, "method": m} for m in methods]
+        specs += [make_spec(m, case=case, **options) for m in methods]
     for size in args.sizes:
         for count in args.modalities:
-            specs += [{"case": None, "size": size, "modalities": count, "method": m} for m in methods]
+            specs += [make_spec(m, size=size, modalities=count, **options) for m in methods]
     rows = []
     for spec in specs:
-        spec |= {
-            "device": args.device if spec["method"] == "isfl" else "cpu",
-            "threads": args.threads,
-            "model": args.model,
-            "repeat": args.repeat,
-            "crop": not args.no_crop,
-            "patch_size": args.patch_size,
-            "amp": not args.no_amp,
-            "data_root": args.data_root,
-        }
         row = measure(spec)
         rows.append(row)
         print(json.dumps(row), flush=True)
