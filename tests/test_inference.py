@@ -503,3 +503,17 @@ def test_auto_uses_training_windows_for_large_images(tmp_path: Path, dims: int) 
     )
     bare = save_tiny_checkpoint(tmp_path / "bare.pt", dims)
     assert fuse(large, ["mri", "ct"], model=bare, crop_foreground=False).provenance["windows"] == 1
+
+
+@pytest.mark.parametrize("shape", [SHAPE_2D, SHAPE_3D], ids=["2d", "3d"])
+def test_stability_map_in_windows(ckpt, shape: tuple[int, ...]) -> None:
+    """With several windows the stability map is finite, non-negative, reproducible, and the fusion
+    is the one without it."""
+    images = phantom_stack(shape, 2, seed=9)
+    kwargs = {"model": ckpt(len(shape)), "device": "cpu", "roi_size": 16, "overlap": 0.5}
+    first = fuse(images, ["mri", "ct"], stability=True, stability_passes=4, seed=1, **kwargs)
+    again = fuse(images, ["mri", "ct"], stability=True, stability_passes=4, seed=1, **kwargs)
+    assert first.provenance["windows"] > 1
+    assert np.isfinite(first.stability).all() and first.stability.min() >= 0 and first.stability.max() > 0
+    np.testing.assert_array_equal(first.stability, again.stability)
+    np.testing.assert_array_equal(first.fused, fuse(images, ["mri", "ct"], **kwargs).fused)
