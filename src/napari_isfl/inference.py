@@ -460,7 +460,7 @@ def fuse(
     # window on that grid: window sizes and steps multiples of it
     grid_pad = [(0, 0)] + [(0, (-n) % multiple) for n in cropped.shape[1:]]
     cropped = np.ascontiguousarray(np.pad(cropped, grid_pad) if any(p for _, p in grid_pad) else cropped)
-    crop = training_crop_size(loaded, required=False) if roi_size is None else None
+    crop = training_crop_size(loaded, required=False)  # auto's reference (explicit sizes ignore it)
     roi = resolve_roi_size(cropped.shape[1:], roi_size, overlap, multiple, crop)
     roi, overlaps = _grid_windows(cropped.shape[1:], roi, overlap, multiple)
     windows = count_windows(cropped.shape[1:], roi, overlaps)
