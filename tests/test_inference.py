@@ -496,6 +496,8 @@ def test_auto_uses_training_windows_for_large_images(tmp_path: Path, dims: int) 
     training = fuse(large, ["mri", "ct"], model=path, crop_foreground=False, roi_size="training")
     assert auto.provenance["parameters"]["roi_size"] == [16] * dims and auto.provenance["windows"] > 1
     np.testing.assert_array_equal(auto.fused, training.fused)
+    zero = fuse(large, ["mri", "ct"], model=path, crop_foreground=False, roi_size=0)  # 0 also means auto
+    np.testing.assert_array_equal(auto.fused, zero.fused)
     small = phantom_stack((32, 28, 20)[:dims], 2, seed=3)
     whole = fuse(small, ["mri", "ct"], model=path, crop_foreground=False)
     assert (
