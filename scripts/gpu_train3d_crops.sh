@@ -4,7 +4,8 @@
 # remove the window dependence). Used through the device tool:
 #   bash scripts/gpu_train3d_crops.sh      (env: MINUTES per run, DEVICE, OUT for results)
 # Needs .whl/ (monai, nibabel and PyWavelets wheels: `isfl` imports every subcommand) and .carry/data
-# (scripts/pack_training_data.py) beside the repo. Measured on an H200 (2026-11-26): the three runs
+# (`python scripts/pack_training_data.py ../shared/data .carry/data configs/volumes_train.csv
+# configs/volumes_val.csv --no-harvard`: with the Harvard images the transfer exceeds 64 MiB). Measured on an H200 (2026-11-26): the three runs
 # shared the GPU at 100 % and 114 GB, about 3 s per step each (96^3 x 2 and 128^3 x 1 crops, every
 # intervention pass in one batch); 6 minutes gave 90-111 steps per run: plan on hours, not minutes.
 MINUTES=${MINUTES:-6}
