@@ -44,8 +44,8 @@ MAX_WINDOW_VOXELS = {2: 2048 * 2048, 3: 160**3}
 MAX_WINDOW_BATCH = 4  # more gained nothing on CPU (16 windows of 32^3 per call: slower than 4)
 #: auto windowing uses training-size windows once the image (its foreground box) is more than this many
 #: times the model's training crop along some axis: the cross-modal attention pools onto a fixed grid, so
-#: larger windows give it cells wider than it was trained on. Measured: no change at 2x (2D, 256^2 images
-#: from 128^2 crops), better held-out fusion at 3-7x (3D, brains and templates from 32^3 crops).
+#: larger windows give it cells wider than it was trained on. Measured: better held-out fusion at 3-7x (3D,
+#: brains and templates from 32^3 crops); in 2D no change either way at 2x and 4x (128^2 crops).
 AUTO_TRAINING_WINDOW_RATIO = 2.0
 _MODEL_CACHE: dict[tuple[str, str, str], LoadedModel] = {}
 
