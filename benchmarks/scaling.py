@@ -159,8 +159,9 @@ def plot(rows: list[dict], path: Path) -> Path:
     axes[1, 1].set_ylabel("peak resident memory (GB)")
     for ax in axes.ravel():
         ax.grid(alpha=0.3, which="both")
-    axes[0, 0].legend(fontsize=7)
-    axes[1, 0].legend(fontsize=6, ncol=2)
+    for ax, size, columns in ((axes[0, 0], 7, 1), (axes[1, 0], 6, 2)):
+        if ax.get_legend_handles_labels()[0]:  # a quick plan may leave a panel empty
+            ax.legend(fontsize=size, ncol=columns)
     fig.suptitle("napari-isfl fuse on CPU vs classical baselines", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
