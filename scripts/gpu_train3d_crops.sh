@@ -8,13 +8,14 @@
 # configs/volumes_val.csv --no-harvard`: with the Harvard images the transfer exceeds 64 MiB). Measured on an H200 (2026-11-26): the three runs
 # shared the GPU at 100 % and 114 GB, about 3 s per step each (96^3 x 2 and 128^3 x 1 crops, every
 # intervention pass in one batch); 6 minutes gave 90-111 steps per run: plan on hours, not minutes.
+# (That run validated whole volumes; run.val_window=auto, added since, selects on the default windows.)
 MINUTES=${MINUTES:-6}
 source "$(dirname "$0")/gpu_env.sh"
 R=runs/gpu_crops
 mkdir -p $R
 COMMON=(--config configs/isfl_3d.yaml --data-root .carry/data --max-minutes "$MINUTES" -q --set run.device=$DEVICE
   --set run.threads=2 --set data.num_workers=3 --set optim.max_steps=100000 --set optim.ema_decay=0.99
-  --set run.val_every=100 --set run.checkpoint_every=100 ${EXTRA:-})
+  --set run.val_every=100 --set run.checkpoint_every=100 --set run.val_window=auto ${EXTRA:-})
 FINETUNE=(--init src/napari_isfl/weights/isfl_3d.pt --set optim.lr=5e-4 --set optim.warmup_steps=50)
 SCRATCH=(--set optim.lr=2e-3 --set optim.warmup_steps=100)
 launch() {

@@ -299,3 +299,42 @@ def test_distributed_data_parallel_on_cpu_with_gloo(harvard_like: Path, tmp_path
     meta = load_model(out / "model.pt", 2).meta
     assert meta["training"]["world_size"] == 2
     assert len(_losses(out)) == 3  # rank 0 alone writes the log
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_validation_in_inference_windows(dims: int) -> None:
+    """``run.val_window``: auto equals one piece for a case at most twice the crop and the training
+    windows for a larger one; the windows change the score of a large case."""
+    from core_helpers import tiny_net
+    from napari_isfl.losses import ISFLLoss, ISFLLossWeights
+    from napari_isfl.trainer import validate
+
+    network = tiny_net(dims).eval()
+    criterion = ISFLLoss(dims, ISFLLossWeights())
+    crop = [8] * dims
+
+    def score(shape: tuple[int, ...], window: str) -> float:
+        images = np.random.default_rng(0).random((2, *shape), dtype=np.float32)
+        case = LoadedCase(images, ["mri", "ct"], "case")
+        return validate(network, [case], criterion, torch.device("cpu"), False, window, crop)["val_fidelity"]
+
+    small, large = (16, 15, 14)[:dims], (37, 29, 21)[:dims]
+    assert score(small, "auto") == score(small, "whole")
+    assert score(large, "auto") == score(large, "training") != score(large, "whole")
+    with pytest.raises(ValueError, match="val_window"):
+        load_config(None, ["run.val_window=tiles"])
+
+
+def test_training_validates_in_windows_when_asked(harvard_like: Path, tmp_path: Path) -> None:
+    """``run.val_window=auto`` reaches validation: 40 px dev images and 16 px crops validate in
+    windows, so the logged score differs from the one-piece run's on the same weights."""
+    scores = {}
+    for window in ("whole", "auto"):
+        out = tmp_path / window
+        config = load_config(
+            _config(harvard_like, out, 2, data__crop_size=[16, 16]), [f"run.val_window={window}"]
+        )
+        train(config, progress=False)
+        with open(out / "val.csv") as handle:
+            scores[window] = float(list(csv.DictReader(handle))[-1]["val_fidelity"])
+    assert scores["whole"] != scores["auto"]

@@ -32,8 +32,10 @@ __all__ = [
     "fuse_files",
     "parse_patch_size",
     "resolve_roi_size",
+    "run_windows",
     "select_device",
     "training_crop_size",
+    "window_plan",
 ]
 
 ProgressCallback = Callable[[int, int], None]
@@ -246,6 +248,51 @@ def _grid_windows(
         step = max(multiple, int(r * (1 - overlap)) // multiple * multiple)
         overlaps.append(min(max(0.0, 1.0 - (step + 0.5) / r), 1.0 - 1e-6))
     return roi, tuple(overlaps)
+
+
+def window_plan(
+    shape: Sequence[int],
+    roi_size: Sequence[int] | int | None,
+    overlap: float,
+    multiple: int,
+    training_crop: Sequence[int] | None = None,
+    sw_batch_size: int | None = None,
+) -> tuple[tuple[int, ...], tuple[float, ...], int]:
+    """Window size, per-axis overlap and windows per call for an image of ``shape`` (padded to the
+    pooling grid ``multiple``): :func:`resolve_roi_size`, kept on the grid by :func:`_grid_windows`;
+    ``sw_batch_size=None`` batches small windows, up to :data:`MAX_WINDOW_BATCH` within the one-window
+    voxel budget."""
+    roi = resolve_roi_size(shape, roi_size, overlap, multiple, training_crop)
+    roi, overlaps = _grid_windows(shape, roi, overlap, multiple)
+    if sw_batch_size is None:
+        sw_batch_size = max(1, min(MAX_WINDOW_BATCH, MAX_WINDOW_VOXELS[len(roi)] // math.prod(roi)))
+    return roi, overlaps, sw_batch_size
+
+
+def run_windows(
+    predictor: Callable[[torch.Tensor], torch.Tensor],
+    batch: torch.Tensor,
+    roi: Sequence[int],
+    overlaps: Sequence[float],
+    sw_batch_size: int,
+    device: torch.device,
+) -> torch.Tensor:
+    """``predictor`` over ``batch`` ``(1, N, *S)`` in Gaussian-blended sliding windows, output on the
+    CPU. One window covering the image is a direct call: the blending ``(w * y) / w`` would change the
+    result by rounding."""
+    if tuple(roi) == tuple(batch.shape[2:]):
+        return predictor(batch).float().cpu()
+    from monai.inferers import SlidingWindowInferer
+
+    inferer = SlidingWindowInferer(
+        roi_size=roi,
+        sw_batch_size=sw_batch_size,
+        overlap=overlaps,
+        mode="gaussian",
+        sw_device=device,
+        device=torch.device("cpu"),
+    )
+    return inferer(batch, predictor)
 
 
 def _foreground_box(normalised: np.ndarray, margin: int) -> tuple[slice, ...]:
@@ -461,11 +508,10 @@ def fuse(
     grid_pad = [(0, 0)] + [(0, (-n) % multiple) for n in cropped.shape[1:]]
     cropped = np.ascontiguousarray(np.pad(cropped, grid_pad) if any(p for _, p in grid_pad) else cropped)
     crop = training_crop_size(loaded, required=False)  # auto's reference (explicit sizes ignore it)
-    roi = resolve_roi_size(cropped.shape[1:], roi_size, overlap, multiple, crop)
-    roi, overlaps = _grid_windows(cropped.shape[1:], roi, overlap, multiple)
+    roi, overlaps, sw_batch_size = window_plan(
+        cropped.shape[1:], roi_size, overlap, multiple, crop, sw_batch_size
+    )
     windows = count_windows(cropped.shape[1:], roi, overlaps)
-    if sw_batch_size is None:
-        sw_batch_size = max(1, min(MAX_WINDOW_BATCH, MAX_WINDOW_VOXELS[len(roi)] // math.prod(roi)))
     total = math.ceil(windows / sw_batch_size)
     modality_index = torch.tensor([loaded.modalities.index(m) for m in modalities], device=torch_device)
     use_amp = amp and torch_device.type == "cuda"
@@ -500,26 +546,11 @@ def fuse(
             progress(done, total)
         return torch.cat(channels, dim=1)
 
-    from monai.inferers import SlidingWindowInferer
-
-    inferer = SlidingWindowInferer(
-        roi_size=roi,
-        sw_batch_size=sw_batch_size,
-        overlap=overlaps,
-        mode="gaussian",
-        sw_device=torch_device,
-        device=torch.device("cpu"),
-    )
     if progress is not None:
         progress(0, total)
     with torch.inference_mode():
         batch = torch.from_numpy(cropped)[None].to(torch_device)
-        if tuple(roi) == tuple(cropped.shape[1:]):
-            # one window covers the image: call the network directly; the inferer's Gaussian blending
-            # (w * y) / w would change the result by rounding
-            output = predictor(batch).float().cpu()[0].numpy()
-        else:
-            output = inferer(batch, predictor)[0].numpy()
+        output = run_windows(predictor, batch, roi, overlaps, sw_batch_size, torch_device)[0].numpy()
 
     shape = stack.shape[1:]
     fused = np.zeros(shape, np.float32)

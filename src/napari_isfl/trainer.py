@@ -7,7 +7,9 @@ Configuration is a YAML file (see ``configs/``) merged over :data:`DEFAULT_CONFI
   ``checkpoint_every`` steps and at the end; ``--resume`` continues from it with identical batches;
 * ``model.pt``: the self-describing model checkpoint with the best validation loss (or the last one
   when there is no validation data), usable by ``isfl fuse --model``. With ``optim.ema_decay`` set,
-  validation and ``model.pt`` use the exponential moving average of the weights;
+  validation and ``model.pt`` use the exponential moving average of the weights; with
+  ``run.val_window: auto`` validation fuses in the sliding windows inference uses by default (the
+  default ``whole`` runs each validation case in one piece);
 * ``log.csv`` (every ``log_every`` steps) and ``val.csv``, ``config.yaml`` and ``loss.png``.
 
 Distributed data parallel: launch the same command with ``torchrun --nproc_per_node K``; every
@@ -81,6 +83,7 @@ DEFAULT_CONFIG: dict = {
         "output_dir": "runs/isfl",
         "checkpoint_every": 200,
         "val_every": 200,
+        "val_window": "whole",
         "log_every": 10,
         "threads": None,
         "init": None,
@@ -188,6 +191,10 @@ def _validate(config: dict) -> None:
         raise ValueError("data.batch_size, optim.max_steps and optim.lr must be positive")
     if optim.get("ema_decay") is not None and not 0.0 <= float(optim["ema_decay"]) < 1.0:
         raise ValueError(f"optim.ema_decay must be in [0, 1), or null or 0 for off; got {optim['ema_decay']}")
+    if config["run"]["val_window"] not in VAL_WINDOWS:
+        raise ValueError(
+            f"run.val_window must be one of {', '.join(VAL_WINDOWS)}; got {config['run']['val_window']!r}"
+        )
     ISFLLossWeights(**config["loss"])  # validates the weights and the necessity mode
 
 
@@ -265,18 +272,60 @@ def _load_cases(sources: list, config: dict) -> tuple[list[LoadedCase], list]:
     return [load_case(c) for c in cases], cases
 
 
+VAL_WINDOWS = ("whole", "auto", "training")
+
+
+def _validation_fusion(
+    network: ISFLNet,
+    images: torch.Tensor,
+    modalities: list[str],
+    window: str,
+    crop_size: list[int] | None,
+    device: torch.device,
+    amp: bool,
+) -> torch.Tensor:
+    """The clean fusion of one validation case, in one piece or in the windows inference would use."""
+
+    def forward(batch: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            return network(batch, modalities).float()
+
+    if window == "whole":
+        return forward(images)
+    from .inference import run_windows, window_plan
+
+    shape = images.shape[2:]
+    multiple = int(network.size_multiple)
+    padding = [p for n in reversed(shape) for p in (0, (-n) % multiple)]  # F.pad: last axis first
+    padded = torch.nn.functional.pad(images, padding)
+    roi_size = None if window == "auto" else list(crop_size or [])
+    roi, overlaps, per_call = window_plan(padded.shape[2:], roi_size, 0.25, multiple, crop_size)
+    fused = run_windows(forward, padded, roi, overlaps, per_call, device).to(device)
+    return fused[(slice(None), slice(None), *(slice(0, n) for n in shape))]
+
+
 @torch.no_grad()
 def validate(
-    network: ISFLNet, cases: list[LoadedCase], criterion: ISFLLoss, device: torch.device, amp: bool
+    network: ISFLNet,
+    cases: list[LoadedCase],
+    criterion: ISFLLoss,
+    device: torch.device,
+    amp: bool,
+    window: str = "whole",
+    crop_size: list[int] | None = None,
 ) -> dict[str, float]:
-    """Mean fidelity terms of the clean pass over whole validation images/volumes."""
+    """Mean fidelity terms of the clean pass over the validation images/volumes.
+
+    ``window`` (``run.val_window``): ``"whole"`` runs each case in one piece; ``"auto"`` in the windows
+    :func:`napari_isfl.inference.fuse` uses by default (``crop_size`` windows for cases more than twice
+    that size), so checkpoints are chosen on the fusion users get; ``"training"``: always ``crop_size``.
+    """
     was_training = network.training
     network.eval()
     sums: dict[str, float] = {}
     for case in cases:
         images = torch.from_numpy(case.array).unsqueeze(0).to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            fused = network(images, case.modalities)
+        fused = _validation_fusion(network, images, case.modalities, window, crop_size, device, amp)
         functional = torch.tensor([[m in FUNCTIONAL_MODALITIES for m in case.modalities]], device=device)
         terms = criterion.fidelity(fused.float(), images.float(), functional)
         for key in ("fidelity", "intensity", "gradient", "ssim"):
@@ -518,7 +567,9 @@ def train(config: dict, resume: str | os.PathLike | None = None, progress: bool 
             stop = bool(flag.item())
         if is_main and (step % int(run_cfg["val_every"]) == 0 or stop):
             if val_cases:
-                last_val = validate(evaluated, val_cases, criterion, device, amp) | {"step": step}
+                last_val = validate(
+                    evaluated, val_cases, criterion, device, amp, run_cfg["val_window"], data_cfg["crop_size"]
+                ) | {"step": step}
                 _append_csv(out_dir / "val.csv", last_val)
                 if last_val["val_fidelity"] < best:
                     best = last_val["val_fidelity"]
