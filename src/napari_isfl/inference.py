@@ -165,24 +165,10 @@ def parse_patch_size(text: str | None) -> int | list[int] | str | None:
     return sizes[0] if len(sizes) == 1 else sizes
 
 
-def training_crop_size(loaded: LoadedModel, required: bool = True) -> list[int] | None:
-    """The crop size a checkpoint was trained on (its recorded training config).
-
-    Args:
-        loaded: the model.
-        required: raise when the checkpoint does not record one (else return ``None``).
-
-    Raises:
-        ValueError: the checkpoint does not record one and ``required``.
-    """
+def training_crop_size(loaded: LoadedModel) -> list[int] | None:
+    """The crop size a checkpoint was trained on (its recorded training config), or ``None``."""
     crop = loaded.meta.get("training", {}).get("config", {}).get("data", {}).get("crop_size")
-    if not crop and not required:
-        return None
-    if not crop:
-        raise ValueError(
-            f"model {loaded.name} does not record its training crop size; give the patch size in voxels"
-        )
-    return [int(c) for c in crop]
+    return [int(c) for c in crop] if crop else None
 
 
 def resolve_roi_size(
@@ -201,9 +187,10 @@ def resolve_roi_size(
     """
     dims = len(shape)
     if roi_size is None or (isinstance(roi_size, int) and roi_size <= 0):
-        crop = tuple(int(c) for c in training_crop) if training_crop is not None else ()
-        limit = [AUTO_TRAINING_WINDOW_RATIO * c for c in crop]
-        if len(crop) == dims and any(s > m for s, m in zip(shape, limit, strict=True)):
+        crop = [int(c) for c in training_crop or ()]
+        if len(crop) == dims and any(
+            s > AUTO_TRAINING_WINDOW_RATIO * c for s, c in zip(shape, crop, strict=True)
+        ):
             return tuple(min(c, int(s)) for c, s in zip(crop, shape, strict=True))
         if math.prod(shape) <= MAX_WINDOW_VOXELS[dims]:
             return tuple(int(s) for s in shape)
@@ -495,10 +482,15 @@ def fuse(
 
     net = loaded.network
     multiple = int(getattr(net, "size_multiple", 1))
+    crop = training_crop_size(loaded)  # "training" windows, and auto's reference
     if isinstance(roi_size, str):
         if roi_size != "training":
             raise ValueError(f"roi_size {roi_size!r}: use None, 'training' or sizes in voxels")
-        roi_size = training_crop_size(loaded)
+        if crop is None:
+            raise ValueError(
+                f"model {loaded.name} does not record its training crop size; give the patch size in voxels"
+            )
+        roi_size = crop
     box = _foreground_box(stack, margin=4) if crop_foreground else tuple(slice(0, s) for s in stack.shape[1:])
     # start the box on the network's pooling grid, so cropping does not shift the max-pool phase
     box = tuple(slice(s.start - s.start % multiple, s.stop) for s in box)
@@ -507,7 +499,6 @@ def fuse(
     # window on that grid: window sizes and steps multiples of it
     grid_pad = [(0, 0)] + [(0, (-n) % multiple) for n in cropped.shape[1:]]
     cropped = np.ascontiguousarray(np.pad(cropped, grid_pad) if any(p for _, p in grid_pad) else cropped)
-    crop = training_crop_size(loaded, required=False)  # auto's reference (explicit sizes ignore it)
     roi, overlaps, sw_batch_size = window_plan(
         cropped.shape[1:], roi_size, overlap, multiple, crop, sw_batch_size
     )

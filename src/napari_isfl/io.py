@@ -190,17 +190,15 @@ def _mode_for(path: Path) -> int:
     return 0o666 & ~umask
 
 
-def temp_path_beside(path: str | os.PathLike) -> Path:
+def _temp_path_beside(path: str | os.PathLike) -> Path:
     """A new empty hidden file ``.NAME.*.partSUFFIX`` in ``path``'s folder (created if needed), keeping
-    the image suffix so writers pick the right format, with the permissions ``path`` should end up with
-    (``mkstemp`` alone gives 0600)."""
+    the image suffix so writers pick the right format."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(
         prefix=f".{path.name}.", suffix=f".part{image_suffix(path) or '.tmp'}", dir=path.parent
     )
     os.close(fd)
-    os.chmod(tmp, _mode_for(path))
     return Path(tmp)
 
 
@@ -215,9 +213,9 @@ def atomic_write_all(writes: Mapping[str | os.PathLike, Callable[[Path], object]
     try:
         for path, write in writes.items():
             path = Path(path)
-            staged[path] = tmp = temp_path_beside(path)
+            staged[path] = tmp = _temp_path_beside(path)
             write(tmp)
-            os.chmod(tmp, _mode_for(path))  # in case the writer replaced the file
+            os.chmod(tmp, _mode_for(path))  # mkstemp gives 0600; a writer may also replace the file
         for path, tmp in staged.items():
             os.replace(tmp, path)
     finally:

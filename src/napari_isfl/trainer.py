@@ -90,6 +90,9 @@ DEFAULT_CONFIG: dict = {
     },
 }
 
+#: run.val_window: validation in one piece, in the default inference windows, or in training windows
+VAL_WINDOWS = ("whole", "auto", "training")
+
 LOG_TERMS = (
     "loss",
     "fidelity",
@@ -270,9 +273,6 @@ class WeightAverage:
 def _load_cases(sources: list, config: dict) -> tuple[list[LoadedCase], list]:
     cases = cases_from_sources(sources, config["data"]["root"]) if sources else []
     return [load_case(c) for c in cases], cases
-
-
-VAL_WINDOWS = ("whole", "auto", "training")
 
 
 def _validation_fusion(
