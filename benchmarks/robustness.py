@@ -1,4 +1,4 @@
-"""Robustness benchmark: the same as ``isfl benchmark robustness`` (see napari_isfl.robustness).
+"""Robustness benchmark: the same as ``isfl benchmark robustness`` (see napari_isfl.evaluation.robustness).
 
 Examples::
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 
-from napari_isfl.robustness import main
+from napari_isfl.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["benchmark", "robustness", *sys.argv[1:]]))

@@ -78,25 +78,24 @@ def _child(spec: dict, queue: mp.Queue) -> None:
         images = _load_inputs(spec)
         method = spec["method"]
         if method == "isfl":
-            from napari_isfl.checkpoint import load_model
-            from napari_isfl.inference import fuse, parse_patch_size, select_device
+            from napari_isfl.inference import FusionEngine
+            from napari_isfl.inference.windows import parse_patch_size
 
-            device = select_device(spec["device"])
-            model = load_model(spec["model"], images[0].ndim, device)
+            engine = FusionEngine(spec["model"], spec["device"])
+            device = engine.device
+            engine.loaded_model(images[0].ndim)  # loading is not part of the timed fusion
 
             def run() -> dict:
-                result = fuse(
+                result = engine.fuse(
                     images,
                     ["mri"] * len(images),
-                    model=model,
-                    device=device,
                     crop_foreground=spec["crop"],
                     amp=spec["amp"],
                     roi_size=parse_patch_size(spec["patch_size"]),
                 )
                 return {"windows": result.provenance["windows"]}
         else:
-            from napari_isfl.baselines import fuse_baseline
+            from napari_isfl.evaluation.baselines import fuse_baseline
             from napari_isfl.normalization import normalize_intensity
 
             normalised = [normalize_intensity(im, "mri")[0] for im in images]

@@ -18,7 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from napari_isfl.baselines import fuse_baseline
+from napari_isfl.evaluation.baselines import fuse_baseline
 from napari_isfl.inference import fuse
 from napari_isfl.io import read_image
 from napari_isfl.normalization import normalize_intensity

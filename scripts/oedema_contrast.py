@@ -40,7 +40,7 @@ def main() -> None:
     import torch
 
     from napari_isfl import fuse, read_image
-    from napari_isfl.baselines import fuse_baseline
+    from napari_isfl.evaluation.baselines import fuse_baseline
     from napari_isfl.inference import parse_patch_size
     from napari_isfl.normalization import normalize_intensity
 

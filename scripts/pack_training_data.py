@@ -21,7 +21,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from napari_isfl.data import cases_from_csv
+from napari_isfl.cases import cases_from_csv
 from napari_isfl.normalization import normalize_intensity
 
 

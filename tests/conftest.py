@@ -22,8 +22,8 @@ def tiny_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path
     """``{2: path, 3: path}``: tiny ISFLNet checkpoints (features (4, 8, 8), grid 2), seeded."""
     import torch
 
-    from napari_isfl.checkpoint import save_checkpoint
-    from napari_isfl.model import ISFLNet
+    from napari_isfl.model.checkpoint import save_checkpoint
+    from napari_isfl.model.network import ISFLNet
 
     folder = tmp_path_factory.mktemp("tiny_models")
     paths = {}

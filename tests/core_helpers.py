@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_isfl.checkpoint import save_checkpoint
-from napari_isfl.model import ISFLNet
+from napari_isfl.model.checkpoint import save_checkpoint
+from napari_isfl.model.network import ISFLNet
 
 #: channels of the tiny test network (three scales: full, 1/2, 1/4)
 TINY_FEATURES = (4, 8, 8)

@@ -52,7 +52,7 @@ def _process_events() -> None:
 
 def _show_widget(viewer, model: str) -> None:
     """Dock the "Fuse modalities" widget with the choices this screenshot used."""
-    from napari_isfl._widget import CHECKPOINT_CHOICE
+    from napari_isfl.plugin.widget import CHECKPOINT_CHOICE
 
     _dock, widget = viewer.window.add_plugin_dock_widget("napari-isfl", "Fuse modalities")
     widget.set_inputs([viewer.layers[name] for name in SOURCES])

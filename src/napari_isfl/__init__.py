@@ -6,51 +6,55 @@ The plain API (no napari needed)::
     result = napari_isfl.fuse([mri, pet], modalities=["mri", "pet"])   # numpy arrays in, numpy out
     result.fused, result.stability, result.contributions
 
+    engine = napari_isfl.FusionEngine("default", device="cuda")         # one model, many fusions
+    for t1c, flair in cases:
+        fused = engine.fuse([t1c, flair]).fused
+
 From the napari console::
 
     napari_isfl.fuse_layers(viewer.layers["MRI"], viewer.layers["PET"], viewer=viewer)
 
 Importing the package is cheap: torch, MONAI and napari are imported only when a function needs them.
+The layers, and which may import which, are drawn in ``docs/DESIGN.md``: the core (this package's
+modules, ``model``, ``inference``) never imports napari or Qt; ``plugin`` is the thin napari layer.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ._lazy import lazy_attributes
 
 __version__ = "0.1.0"
 
 # public name -> submodule that defines it (imported on first use)
 _LAZY = {
-    "fuse": "inference",
-    "FusionResult": "inference",
-    "FusionCancelled": "inference",
-    "load_model": "checkpoint",
-    "save_checkpoint": "checkpoint",
-    "available_models": "checkpoint",
-    "ISFLNet": "model",
+    "fuse": "inference.engine",
+    "FusionEngine": "inference.engine",
+    "FusionResult": "inference.engine",
+    "FusionCancelled": "inference.engine",
+    "fuse_files": "inference.files",
+    "load_model": "model.checkpoint",
+    "save_checkpoint": "model.checkpoint",
+    "available_models": "model.checkpoint",
+    "ISFLNet": "model.network",
     "read_image": "io",
     "write_image": "io",
-    "fuse_files": "inference",
-    "fuse_layers": "_layers",
+    "fuse_layers": "plugin.layers",
 }
 
 __all__ = ["__version__", *_LAZY]
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ._layers import fuse_layers  # noqa: F401
-    from .checkpoint import available_models, load_model, save_checkpoint  # noqa: F401
-    from .inference import FusionCancelled, FusionResult, fuse, fuse_files  # noqa: F401
-    from .io import read_image, write_image  # noqa: F401
-    from .model import ISFLNet  # noqa: F401
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        module = importlib.import_module(f".{_LAZY[name]}", __name__)
-        return getattr(module, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, _lazy_dir = lazy_attributes(__name__, _LAZY)
 
 
 def __dir__() -> list[str]:
     return sorted(__all__)
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .inference.engine import FusionCancelled, FusionEngine, FusionResult, fuse  # noqa: F401
+    from .inference.files import fuse_files  # noqa: F401
+    from .io import read_image, write_image  # noqa: F401
+    from .model.checkpoint import available_models, load_model, save_checkpoint  # noqa: F401
+    from .model.network import ISFLNet  # noqa: F401
+    from .plugin.layers import fuse_layers  # noqa: F401

@@ -16,23 +16,20 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 __all__ = [
     "IMAGE_SUFFIXES",
-    "CoregistrationError",
     "ImageData",
     "atomic_write",
     "atomic_write_all",
-    "check_coregistration",
     "image_suffix",
     "image_writer",
     "read_image",
-    "resample_to_reference",
     "rgb_to_ycbcr",
     "write_image",
     "ycbcr_to_rgb",
@@ -42,10 +39,6 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 TIFF_SUFFIXES = (".tif", ".tiff")
 IMAGE_SUFFIXES = NIFTI_SUFFIXES + RASTER_SUFFIXES + TIFF_SUFFIXES
-
-
-class CoregistrationError(ValueError):
-    """Inputs that are not on one voxel grid."""
 
 
 @dataclass
@@ -296,97 +289,3 @@ def image_writer(
     raise ValueError(
         f"{path}: unsupported output type {suffix!r}; use .nii.gz, .nii, .png, .jpg, .bmp or .tif"
     )
-
-
-def check_coregistration(
-    images: Sequence[ImageData], atol_mm: float = 1e-3, rtol_spacing: float = 1e-3
-) -> None:
-    """Check that all images lie on the first one's voxel grid.
-
-    Compares shape, voxel spacing and the voxel-to-world affine (origin and axis directions).
-
-    Raises:
-        CoregistrationError: naming the first mismatching input, what differs, and the fix.
-    """
-    reference = images[0]
-    fix = "co-register them first, or pass --resample to resample every input onto the first one's grid"
-    for other in images[1:]:
-        if other.array.ndim != reference.array.ndim:
-            raise CoregistrationError(
-                f"{other.name} is {other.array.ndim}D but {reference.name} is {reference.array.ndim}D; "
-                "fuse images of the same dimensionality"
-            )
-        if other.array.shape != reference.array.shape:
-            raise CoregistrationError(
-                f"{other.name} has shape {other.array.shape}, {reference.name} has {reference.array.shape}: "
-                f"not on one grid; {fix}"
-            )
-        if (reference.affine is None) != (other.affine is None):
-            continue  # a plain image beside a NIfTI: only the shapes can be compared
-        if reference.affine is None:
-            continue
-        spacing_ref, spacing_other = np.array(reference.spacing), np.array(other.spacing)
-        if not np.allclose(spacing_ref, spacing_other, rtol=rtol_spacing, atol=1e-6):
-            raise CoregistrationError(
-                f"{other.name} has voxel spacing {tuple(np.round(spacing_other, 4))} mm, {reference.name} "
-                f"has {tuple(np.round(spacing_ref, 4))} mm; {fix}"
-            )
-        if not np.allclose(reference.affine, other.affine, atol=atol_mm):
-            delta = float(np.abs(reference.affine - other.affine).max())
-            raise CoregistrationError(
-                f"{other.name} and {reference.name} have different affines (largest difference {delta:.4g}: "
-                f"origin or orientation differ); {fix}"
-            )
-
-
-def resample_to_reference(image: ImageData, reference: ImageData, order: int = 1) -> ImageData:
-    """Resample ``image`` onto ``reference``'s grid.
-
-    NIfTI with NIfTI: through world coordinates (``nibabel.processing.resample_from_to``; outside the
-    image's field of view is 0). Images without an affine: resized to the reference's shape, assuming
-    both cover the same field of view.
-    """
-    if image.array.shape == reference.array.shape and (
-        image.affine is None
-        or reference.affine is None
-        or np.allclose(image.affine, reference.affine, atol=1e-3)
-    ):
-        return image
-    if image.affine is not None and reference.affine is not None:
-        import nibabel as nib
-        from nibabel.processing import resample_from_to
-
-        def as_3d(shape: tuple[int, ...]) -> tuple[int, ...]:
-            # a 2D NIfTI stored as (x, y) is resampled as the (x, y, 1) volume it describes
-            return tuple(shape[:3]) + (1,) * (3 - len(shape[:3]))
-
-        source = nib.Nifti1Image(
-            np.asarray(image.array, dtype=np.float32).reshape(as_3d(image.stored_shape)), image.affine
-        )
-        target_shape = as_3d(reference.stored_shape)
-        resampled = resample_from_to(source, (target_shape, reference.affine), order=order, cval=0.0)
-        array = np.asarray(resampled.dataobj, dtype=np.float32).reshape(reference.array.shape)
-        return replace(
-            image,
-            array=array,
-            affine=reference.affine.copy(),
-            header=reference.header,
-            stored_shape=reference.stored_shape,
-            chroma=None,
-        )
-    from scipy.ndimage import zoom
-
-    if image.array.ndim != reference.array.ndim:
-        raise CoregistrationError(
-            f"cannot resample {image.array.ndim}D {image.name} onto {reference.array.ndim}D"
-        )
-    factors = [t / s for t, s in zip(reference.array.shape, image.array.shape, strict=True)]
-    array = zoom(
-        np.asarray(image.array, dtype=np.float32), factors, order=order, grid_mode=True, mode="nearest"
-    )
-    chroma = None
-    if image.chroma is not None:
-        chroma = np.stack(
-            [zoom(c, factors, order=order, grid_mode=True, mode="nearest") for c in image.chroma]
-        )
-    return replace(image, array=array, chroma=chroma, stored_shape=reference.stored_shape)

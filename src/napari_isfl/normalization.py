@@ -20,12 +20,17 @@ import numpy as np
 __all__ = [
     "DEFAULT_SPECS",
     "FUNCTIONAL_MODALITIES",
+    "MODALITIES",
     "IntensitySpec",
     "guess_modality",
     "looks_like_hounsfield",
     "normalize_intensity",
+    "robust_range",
 ]
 
+#: the modality tags napari-isfl knows (networks, normalisation, CLI, widget). MRI contrasts (T1, T2,
+#: FLAIR, PD, ...) all use "mri".
+MODALITIES: tuple[str, ...] = ("mri", "ct", "pet", "spect")
 #: modalities whose dark regions carry meaning (hypo-uptake), unlike the dark background of anatomy
 FUNCTIONAL_MODALITIES = ("pet", "spect")
 
@@ -96,19 +101,40 @@ def looks_like_hounsfield(image: np.ndarray) -> bool:
     return float(np.min(image)) <= -500
 
 
-def _robust_range(image: np.ndarray, spec: IntensitySpec) -> tuple[float, float]:
+def _sample(image: np.ndarray, max_samples: int) -> np.ndarray:
     # a strided sample keeps percentiles of large volumes cheap and deterministic
-    flat = image.ravel()
-    sample = flat[:: max(1, flat.size // 2_000_000)].astype(np.float32, copy=False)
+    flat = np.asarray(image).ravel()
+    return flat[:: max(1, flat.size // max_samples)].astype(np.float32, copy=False)
+
+
+def robust_range(
+    image: np.ndarray, low: float = 0.5, high: float = 99.5, max_samples: int = 2_000_000
+) -> tuple[float, float]:
+    """The ``low`` percentile of all voxels and the ``high`` percentile of the voxels above it (the
+    foreground, so a black background does not drag the range down), from a strided sample of at most
+    about ``max_samples`` voxels. An image with nothing above ``low`` gives ``(low, low)``.
+
+    Examples:
+        >>> image = np.zeros((10, 10))
+        >>> image[2:8, 2:8] = np.arange(36).reshape(6, 6)
+        >>> robust_range(image, 0.0, 100.0)
+        (0.0, 35.0)
+    """
+    sample = _sample(image, max_samples)
+    low_value = float(np.percentile(sample, low))
+    foreground = sample[sample > low_value]
+    return low_value, float(np.percentile(foreground, high)) if foreground.size else low_value
+
+
+def _robust_range(image: np.ndarray, spec: IntensitySpec) -> tuple[float, float]:
     if spec.method == "minmax":
+        flat = np.asarray(image).ravel()
         return float(flat.min()), float(flat.max())
     if spec.method == "robust_max":
+        sample = _sample(image, 2_000_000)
         positive = sample[sample > 0]
         return 0.0, float(np.percentile(positive, spec.high)) if positive.size else 0.0
-    low = float(np.percentile(sample, spec.low))
-    foreground = sample[sample > low]
-    high = float(np.percentile(foreground, spec.high)) if foreground.size else low
-    return low, high
+    return robust_range(image, spec.low, spec.high)
 
 
 def normalize_intensity(

@@ -1,0 +1,101 @@
+"""``isfl fuse``: fuse co-registered files into one image."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _parse_modalities(text: str | None, count: int) -> list[str] | None:
+    if text is None:
+        return None
+    tags = [t.strip().lower() for t in text.split(",") if t.strip()]
+    if len(tags) != count:
+        raise ValueError(
+            f"--modality lists {len(tags)} tags for {count} inputs; give one per input, e.g. mri,pet"
+        )
+    return tags
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..inference import fuse_files
+    from ..inference.windows import parse_patch_size
+
+    def report(done: int, total: int) -> None:
+        if not args.quiet:
+            print(f"\rfusing: window batch {done}/{total}", end="" if done < total else "\n", file=sys.stderr)
+
+    result = fuse_files(
+        args.inputs,
+        args.output,
+        _parse_modalities(args.modality, len(args.inputs)),
+        stability_output=args.stability,
+        contributions=False,
+        resample=args.resample,
+        color=not args.grey,
+        overwrite=not args.no_overwrite,
+        model=args.model,
+        device=args.device,
+        roi_size=parse_patch_size(args.patch_size),
+        overlap=args.overlap,
+        amp=not args.no_amp,
+        crop_foreground=not args.no_crop,
+        progress=report,
+    )
+    if args.provenance:
+        Path(args.provenance).write_text(json.dumps(result.provenance, indent=2))
+    if not args.quiet:
+        print(
+            f"wrote {args.output}"
+            + (f" and {args.stability}" if args.stability else "")
+            + f" ({result.provenance['seconds']:.1f} s on {result.provenance['device']}, "
+            f"model {result.provenance['model']})",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "fuse",
+        help="fuse two or more co-registered images or volumes",
+        description="Fuse co-registered images (NIfTI volumes, or PNG/TIFF slices) of two or more "
+        "modalities. "
+        "The first input is the reference: the output takes its grid, affine and header. NIfTI in gives "
+        "float32 NIfTI in [0, 1] out; PNG in gives an 8-bit PNG out.",
+    )
+    parser.add_argument("inputs", nargs="+", metavar="IN", help="input files (two or more)")
+    parser.add_argument("-o", "--output", required=True, help="output file (.nii.gz, .nii, .png, .tif)")
+    parser.add_argument(
+        "--model", default="default", help="'default', isfl-2d, isfl-3d, or a checkpoint path"
+    )
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    parser.add_argument(
+        "--modality",
+        help="comma-separated tags per input: mri, ct, pet, spect (default: guessed "
+        "from file names, else mri)",
+    )
+    parser.add_argument(
+        "--stability", metavar="OUT2", help="also write the stability map (test-time interventions)"
+    )
+    parser.add_argument("--resample", action="store_true", help="resample inputs onto the first input's grid")
+    parser.add_argument(
+        "--patch-size",
+        default="auto",
+        help="sliding-window size: auto (the training crop size for images more than twice as large, "
+        "else the whole image when it fits), training (always the training crop size), N or N,N,N",
+    )
+    parser.add_argument("--overlap", type=float, default=0.25, help="sliding-window overlap (default 0.25)")
+    parser.add_argument("--grey", action="store_true", help="write grey output even when an input is colour")
+    parser.add_argument("--no-amp", action="store_true", help="disable mixed precision on GPU")
+    parser.add_argument(
+        "--no-crop", action="store_true", help="run on the whole field of view, not the foreground box"
+    )
+    parser.add_argument("--no-overwrite", action="store_true", help="refuse to replace an existing output")
+    parser.add_argument(
+        "--provenance", metavar="JSON", help="write the run's provenance (model, hash, parameters)"
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    parser.set_defaults(handler=run)

@@ -1,0 +1,418 @@
+"""Whole-image fusion: normalisation, sliding-window inference, stability and contribution maps.
+
+A :class:`FusionEngine` holds a model (loaded once per dimensionality) on a device and fuses numpy arrays
+(2D or 3D, N >= 2 modalities); the widget session, the cohort workers and the evaluation keep one for
+many fusions. :func:`fuse` is the one-call form the console API documents. The predictor given to
+MONAI's :class:`~monai.inferers.SlidingWindowInferer` is wrapped so that every window batch reports
+progress and checks for cancellation.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from .. import __version__
+from ..device import select_device
+from ..model.checkpoint import LoadedModel, load_model
+from ..normalization import IntensitySpec, guess_modality, looks_like_hounsfield, normalize_intensity
+from ..spatial import foreground_box
+from .windows import count_windows, run_windows, window_plan
+
+__all__ = ["FusionCancelled", "FusionEngine", "FusionResult", "block_masks", "fuse"]
+
+ProgressCallback = Callable[[int, int], None]
+CancelCallback = Callable[[], bool]
+
+
+class FusionCancelled(RuntimeError):
+    """Raised when the ``cancel`` callback asked to stop; no partial result is returned."""
+
+
+@dataclass
+class FusionResult:
+    """The outputs of :func:`fuse`, all with the inputs' spatial shape.
+
+    Attributes:
+        fused: float32 in [0, 1].
+        stability: per-voxel standard deviation of the fused value under test-time interventions
+            (0 = unaffected by masking any modality's region; larger = less stable), or ``None``.
+        contributions: ``(N, *shape)`` per-modality share of the finest-scale CFI mix (sums to 1),
+            or ``None``.
+        modalities: the modality tag of each input.
+        provenance: model, checksum, device, parameters, normalisation, timings, version.
+    """
+
+    fused: np.ndarray
+    stability: np.ndarray | None = None
+    contributions: np.ndarray | None = None
+    modalities: list[str] = field(default_factory=list)
+    provenance: dict = field(default_factory=dict)
+
+
+class FusionEngine:
+    """A fusion session: one model (loaded once per input dimensionality) on one device.
+
+    Keep one engine for many fusions (the napari widget, cohort workers, evaluation loops): the
+    checkpoint is read and the network built only on the first fusion of each dimensionality.
+
+    Args:
+        model: ``"default"`` (the shipped model of the inputs' dimensionality), a shipped model name, a
+            checkpoint path, or a :class:`~napari_isfl.model.checkpoint.LoadedModel`.
+        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
+
+    Raises:
+        ValueError: a device that is not there.
+
+    Examples::
+
+        engine = FusionEngine("isfl-3d", device="cpu")
+        for t1c, flair in cases:
+            fused = engine.fuse([t1c, flair], ["mri", "mri"]).fused
+    """
+
+    def __init__(
+        self, model: str | os.PathLike | LoadedModel = "default", device: str | torch.device = "auto"
+    ):
+        self.model = model
+        self.device = select_device(device)
+        self._loaded: dict[int, LoadedModel] = {}
+
+    def loaded_model(self, spatial_dims: int) -> LoadedModel:
+        """The model for ``spatial_dims``-D inputs, on the engine's device (loaded on first use).
+
+        Raises:
+            ValueError: a given :class:`LoadedModel` of the other dimensionality.
+            CheckpointError, FileNotFoundError: from :func:`~napari_isfl.model.checkpoint.load_model`.
+        """
+        if isinstance(self.model, LoadedModel):
+            if self.model.spatial_dims != spatial_dims:
+                raise ValueError(
+                    f"model {self.model.name} is {self.model.spatial_dims}D but the inputs are "
+                    f"{spatial_dims}D"
+                )
+            self.model.network.to(self.device).eval()
+            return self.model
+        if spatial_dims not in self._loaded:
+            self._loaded[spatial_dims] = load_model(str(self.model), spatial_dims, self.device)
+        return self._loaded[spatial_dims]
+
+    def fuse(
+        self,
+        images: Sequence[np.ndarray],
+        modalities: Sequence[str] | None = None,
+        *,
+        roi_size: Sequence[int] | int | str | None = None,
+        overlap: float = 0.25,
+        sw_batch_size: int | None = None,
+        amp: bool = True,
+        normalization: Sequence[IntensitySpec | None] | None = None,
+        stability: bool = False,
+        stability_passes: int = 8,
+        stability_smoothing: float | None = None,
+        contributions: bool = False,
+        crop_foreground: bool = True,
+        seed: int = 0,
+        names: Sequence[str] | None = None,
+        progress: ProgressCallback | None = None,
+        cancel: CancelCallback | None = None,
+    ) -> FusionResult:
+        """Fuse co-registered images of two or more modalities.
+
+        Args:
+            images: N arrays of one shape, 2D ``(H, W)`` or 3D ``(X, Y, Z)``, any real dtype.
+            modalities: N tags (``"mri"``, ``"ct"``, ``"pet"``, ``"spect"``); ``None`` guesses from
+                ``names`` and falls back to ``"mri"``.
+            roi_size: sliding-window size; ``None`` = auto (see :func:`resolve_roi_size`: the training crop
+                size for images more than twice that size, else the whole image when it fits); ``"training"``:
+                the model's training crop size, so the cross-modal attention pools over regions of the size
+                it was trained on (its grid is fixed, so its cells grow with the window).
+            overlap: window overlap fraction in [0, 1).
+            sw_batch_size: windows per network call; ``None``: as many as fit the one-window voxel budget
+                (:data:`MAX_WINDOW_VOXELS`), at most :data:`MAX_WINDOW_BATCH` (small windows batched cut the
+                per-call overhead: 32^3 windows of a brain on 2 CPU threads run about 1.6x faster by 4).
+            amp: bfloat16 autocast on CUDA (ignored on CPU).
+            normalization: per-input :class:`IntensitySpec` overriding the modality default (``None``
+                entries keep the default).
+            stability: also compute the stability map from ``stability_passes`` test-time interventions
+                (alternating complementary and shared block masking; ``stability_passes`` extra passes):
+                the per-voxel standard deviation of the fused value, smoothed at the hole size.
+            stability_smoothing: Gaussian sigma (voxels) of that smoothing; ``None``: half the model's
+                training hole size; 0: the raw standard deviation.
+            contributions: also return per-modality contribution maps.
+            crop_foreground: run the network only on the bounding box of voxels that are foreground in
+                some modality (plus a margin); voxels that are background (0 after normalisation) in
+                every modality are 0 in the fusion, inside the box and out.
+            seed: seed of the test-time interventions.
+            names: input names for messages and provenance.
+            progress: called as ``progress(done, total)`` after each window batch.
+            cancel: polled before each window batch; returning ``True`` raises :class:`FusionCancelled`.
+
+        Returns:
+            a :class:`FusionResult` of the inputs' shape.
+
+        Raises:
+            ValueError: fewer than two inputs, shapes that differ, 4D/1D inputs, NaN/Inf, a constant
+                image, an unknown modality.
+            FusionCancelled: ``cancel`` returned ``True``.
+
+        Examples::
+
+            engine = FusionEngine("default", device="auto")
+            result = engine.fuse([t1c, flair], ["mri", "mri"])                      # 3D
+            result = engine.fuse([mri_slice, pet_y], ["mri", "pet"], stability=True)  # 2D
+        """
+        started = time.perf_counter()
+        count = len(images)
+        names = list(names) if names is not None else [f"input {i + 1}" for i in range(count)]
+        if len(names) != count:
+            raise ValueError(f"got {len(names)} names for {count} inputs")
+        arrays = _validate(images, names)
+        if modalities is None:
+            modalities = [guess_modality(n) or "mri" for n in names]
+        modalities = [str(m).lower() for m in modalities]
+        if len(modalities) != len(arrays):
+            raise ValueError(f"got {len(modalities)} modality tags for {len(arrays)} inputs")
+        if not 0.0 <= overlap < 1.0:
+            raise ValueError(f"overlap must lie in [0, 1), got {overlap}")
+        if (sw_batch_size is not None and sw_batch_size < 1) or stability_passes < 2:
+            raise ValueError("sw_batch_size must be >= 1 and stability_passes >= 2")
+        spatial_dims = arrays[0].ndim
+        torch_device = self.device
+        loaded = self.loaded_model(spatial_dims)
+        unknown = [m for m in modalities if m not in loaded.modalities]
+        if unknown:
+            raise ValueError(
+                f"modality {unknown[0]!r} is not supported by model {loaded.name} (supports "
+                f"{', '.join(loaded.modalities)}); MRI contrasts are tagged 'mri'"
+            )
+        specs = list(normalization) if normalization is not None else [None] * count
+        normalised, norm_info = [], []
+        for array, modality, spec, name in zip(arrays, modalities, specs, names, strict=True):
+            if spec is None:  # no override: the model's rule for this modality
+                spec = loaded.normalization.get(modality)
+                if (
+                    modality == "ct"
+                    and spec is not None
+                    and spec.method == "window"
+                    and not looks_like_hounsfield(array)
+                ):
+                    # a Hounsfield window on CT that is not in HU (an 8-bit PNG) would squash it into a
+                    # sliver of [0, 1]; use the same fallback as training (normalize_intensity's default)
+                    spec = None
+            data, info = normalize_intensity(array, modality, spec, name)
+            normalised.append(data)
+            norm_info.append(info)
+        stack = np.stack(normalised)
+        del normalised
+
+        net = loaded.network
+        multiple = int(getattr(net, "size_multiple", 1))
+        crop = loaded.training_crop_size  # "training" windows, and auto's reference
+        if isinstance(roi_size, str):
+            if roi_size != "training":
+                raise ValueError(f"roi_size {roi_size!r}: use None, 'training' or sizes in voxels")
+            if crop is None:
+                raise ValueError(
+                    f"model {loaded.name} does not record its training crop size; give the patch size "
+                    "in voxels"
+                )
+            roi_size = crop
+        box = (
+            foreground_box(stack, margin=4)
+            if crop_foreground
+            else tuple(slice(0, s) for s in stack.shape[1:])
+        )
+        # start the box on the network's pooling grid, so cropping does not shift the max-pool phase
+        box = tuple(slice(s.start - s.start % multiple, s.stop) for s in box)
+        cropped = stack[(slice(None),) + box]
+        # pad to the pooling grid as the network itself would (zeros at the far end), then keep every
+        # window on that grid: window sizes and steps multiples of it
+        grid_pad = [(0, 0)] + [(0, (-n) % multiple) for n in cropped.shape[1:]]
+        cropped = np.ascontiguousarray(np.pad(cropped, grid_pad) if any(p for _, p in grid_pad) else cropped)
+        roi, overlaps, sw_batch_size = window_plan(
+            cropped.shape[1:], roi_size, overlap, multiple, crop, sw_batch_size
+        )
+        windows = count_windows(cropped.shape[1:], roi, overlaps)
+        total = math.ceil(windows / sw_batch_size)
+        modality_index = torch.tensor([loaded.modalities.index(m) for m in modalities], device=torch_device)
+        use_amp = amp and torch_device.type == "cuda"
+        hole = int(loaded.meta.get("training", {}).get("interventions", {}).get("hole_size", 16))
+        rng = np.random.default_rng(seed)
+        done = 0
+
+        def predictor(window: torch.Tensor) -> torch.Tensor:
+            # runs once per window batch: the place for progress and cancellation
+            nonlocal done
+            if cancel is not None and cancel():
+                raise FusionCancelled("fusion cancelled")
+            with torch.autocast(torch_device.type, dtype=torch.bfloat16, enabled=use_amp):
+                out = net(window, modality_index, return_maps=contributions)
+                fused = out["fused"] if contributions else out
+                channels = [fused.float()]
+                if stability:
+                    passes = []
+                    for k in range(stability_passes):
+                        masks = torch.stack(
+                            [
+                                block_masks(
+                                    window.shape[2:], count, hole, 0.3, rng, k % 2 == 0, window.device
+                                )
+                                for _ in range(window.shape[0])
+                            ]
+                        )
+                        passes.append(net(window * masks.to(window.dtype), modality_index).float())
+                    channels.append(torch.stack(passes).std(dim=0))
+                if contributions:
+                    channels.append(out["contributions"].float())
+            done += 1
+            if progress is not None:
+                progress(done, total)
+            return torch.cat(channels, dim=1)
+
+        if progress is not None:
+            progress(0, total)
+        with torch.inference_mode():
+            batch = torch.from_numpy(cropped)[None].to(torch_device)
+            output = run_windows(predictor, batch, roi, overlaps, sw_batch_size, torch_device)[0].numpy()
+
+        shape = stack.shape[1:]
+        fused = np.zeros(shape, np.float32)
+        output = output[(slice(None),) + tuple(slice(0, s.stop - s.start) for s in box)]
+        fused[box] = np.clip(output[0], 0.0, 1.0)
+        background = (stack <= 0).all(axis=0) if crop_foreground else None
+        if background is not None:
+            # background in every modality stays background: without this the network's small response
+            # to all-zero input would draw the crop box's outline on black backgrounds
+            fused[background] = 0.0
+        channel = 1
+        stability_map = contribution_maps = None
+        if stability:
+            stability_map = np.zeros(shape, np.float32)
+            # the estimate's resolution is the hole size: smooth at that scale instead of showing the
+            # random blocks' edges (with few passes, the raw std is a patchwork of block outlines)
+            sigma = hole / 2 if stability_smoothing is None else float(stability_smoothing)
+            spread = output[channel]
+            stability_map[box] = (
+                ndimage.gaussian_filter(spread, sigma, mode="nearest") if sigma > 0 else spread
+            )
+            if background is not None:
+                stability_map[background] = 0.0
+            channel += 1
+        if contributions:
+            contribution_maps = np.full((count, *shape), 1.0 / count, np.float32)
+            contribution_maps[(slice(None),) + box] = output[channel : channel + count]
+        provenance = {
+            "package": "napari-isfl",
+            "version": __version__,
+            "model": loaded.name,
+            "model_sha256": loaded.sha256,
+            "device": str(torch_device),
+            "inputs": names,
+            "modalities": modalities,
+            "normalization": norm_info,
+            "parameters": {
+                "roi_size": list(roi),
+                "overlap": overlap,
+                "sw_batch_size": sw_batch_size,
+                "amp": use_amp,
+                "crop_foreground": crop_foreground,
+                "foreground_box": [[int(s.start), int(s.stop)] for s in box],
+                "stability": stability,
+                "stability_passes": stability_passes if stability else 0,
+                "contributions": contributions,
+                "seed": seed,
+            },
+            "windows": windows,
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+        return FusionResult(fused, stability_map, contribution_maps, modalities, provenance)
+
+
+def block_masks(
+    shape: Sequence[int],
+    num_modalities: int,
+    block: int,
+    hide: float,
+    rng: np.random.Generator,
+    complementary: bool,
+    device: torch.device,
+) -> torch.Tensor:
+    """Keep-masks ``(N, *shape)`` hiding random blocks of side ``block`` with probability ``hide``.
+
+    ``complementary``: independent per modality, and a block hidden in every modality is restored in
+    one of them; otherwise one mask shared by all modalities. Cheap enough for test time on volumes.
+    """
+    offset = [int(rng.integers(0, block)) for _ in shape]
+    grid = [math.ceil((s + o) / block) for s, o in zip(shape, offset, strict=True)]
+    count = num_modalities if complementary else 1
+    hidden = rng.random((count, *grid)) < hide
+    if complementary and count > 1:
+        all_hidden = hidden.all(axis=0)
+        restore = rng.integers(0, count, size=all_hidden.shape)
+        for m in range(count):
+            hidden[m] &= ~(all_hidden & (restore == m))
+    keep = torch.from_numpy(~hidden).to(device=device, dtype=torch.float32)
+    for axis in range(len(shape)):
+        keep = keep.repeat_interleave(block, dim=axis + 1)
+    keep = keep[(slice(None),) + tuple(slice(o, o + s) for o, s in zip(offset, shape, strict=True))]
+    return keep.expand(num_modalities, *shape) if not complementary else keep
+
+
+def _validate(images: Sequence[np.ndarray], names: Sequence[str]) -> list[np.ndarray]:
+    if isinstance(images, np.ndarray) and images.ndim >= 3 and images.shape[0] <= 8 and images.ndim in (3, 4):
+        images = list(images)
+    arrays = [np.asarray(im) for im in images]
+    if len(arrays) < 2:
+        raise ValueError(f"fusion needs at least two co-registered inputs, got {len(arrays)}")
+    for array, name in zip(arrays, names, strict=True):
+        if array.ndim not in (2, 3):
+            raise ValueError(
+                f"{name}: expected a 2D image or 3D volume, got {array.ndim} dimensions {array.shape}"
+                + ("; pass one 3D volume of a 4D series" if array.ndim == 4 else "")
+            )
+    first = arrays[0]
+    for array, name in zip(arrays[1:], names[1:], strict=True):
+        if array.shape != first.shape:
+            raise ValueError(
+                f"{name} has shape {array.shape} but {names[0]} has {first.shape}: inputs must be "
+                "co-registered "
+                "on one grid (resample first, e.g. 'isfl fuse --resample')"
+            )
+    return arrays
+
+
+def fuse(
+    images: Sequence[np.ndarray],
+    modalities: Sequence[str] | None = None,
+    *,
+    model: str | os.PathLike | LoadedModel = "default",
+    device: str | torch.device = "auto",
+    **options,
+) -> FusionResult:
+    """Fuse co-registered images of two or more modalities in one call:
+    ``FusionEngine(model, device).fuse(images, modalities, **options)`` (see :meth:`FusionEngine.fuse`
+    for every option). Keep a :class:`FusionEngine` to fuse many inputs with one model.
+
+    Args:
+        images: N arrays of one shape, 2D ``(H, W)`` or 3D ``(X, Y, Z)``, any real dtype.
+        modalities: N tags (``"mri"``, ``"ct"``, ``"pet"``, ``"spect"``); ``None`` guesses from
+            ``names`` and falls back to ``"mri"``.
+        model: ``"default"`` (shipped model of the inputs' dimensionality), a shipped model name, a
+            checkpoint path, or a :class:`~napari_isfl.model.checkpoint.LoadedModel`.
+        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
+        **options: ``roi_size``, ``overlap``, ``stability``, ``contributions``, ``progress``, ``cancel``...
+
+    Examples::
+
+        result = fuse([t1c, flair], ["mri", "mri"])                    # 3D
+        result = fuse([mri_slice, pet_y], ["mri", "pet"], stability=True)  # 2D
+    """
+    return FusionEngine(model, device).fuse(images, modalities, **options)

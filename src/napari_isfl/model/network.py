@@ -1,0 +1,446 @@
+"""ISFLNet: intervention-stable fusion network for 2D images and 3D volumes of N >= 2 modalities.
+
+The design follows ../shared/docs/METHOD.md (Wang et al., CVPR 2026) and generalises it:
+
+* one code path for ``spatial_dims`` 2 and 3, built from MONAI blocks and layer factories;
+* any number of modalities: a single encoder is shared by all inputs and told which modality it sees
+  through a learned per-modality scale and shift (FiLM). One checkpoint therefore serves every
+  combination of the modalities it was trained with (MRI+CT, MRI+PET, T1+T2+FLAIR, ...), and the
+  network is invariant to the order of its inputs. ``encoder="per_modality"`` gives the paper's
+  separate encoder weights per modality type instead;
+* the Causal Feature Integrator (CFI) mixes N inputs: pooled cross-modal attention (cost linear in
+  voxels), softmax-weighted local evidence, and the invariance gate. Because both branches are
+  convex combinations over modalities, the CFI yields per-voxel *contribution maps* that sum to one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from monai.networks.blocks import Convolution, UpSample
+from monai.networks.layers.factories import Conv, Pool
+from torch import nn
+
+from ..normalization import MODALITIES
+
+__all__ = [
+    "CausalFeatureIntegrator",
+    "ISFLNet",
+    "MeanIntegrator",
+    "PooledCrossAttention",
+    "modality_indices",
+]
+
+
+_DEFAULT_ACT = ("leakyrelu", {"negative_slope": 0.2, "inplace": True})
+
+
+def modality_indices(
+    modalities: Sequence[str] | torch.Tensor, known: Sequence[str], batch_size: int, device: torch.device
+) -> torch.Tensor:
+    """Turn modality tags into a ``(batch_size, N)`` index tensor into ``known``.
+
+    Raises:
+        ValueError: a tag that is not in ``known``.
+    """
+    if isinstance(modalities, torch.Tensor):
+        index = modalities.to(device=device, dtype=torch.long)
+        if index.ndim == 1:
+            index = index.unsqueeze(0).expand(batch_size, -1)
+        if index.min() < 0 or index.max() >= len(known):
+            raise ValueError(f"modality index out of range 0..{len(known) - 1}: {index.tolist()}")
+        return index
+    unknown = [m for m in modalities if m not in known]
+    if unknown:
+        raise ValueError(
+            f"unknown modality {unknown[0]!r}: this network knows {', '.join(known)}; "
+            "tag MRI contrasts (T1, T2, FLAIR, PD) as 'mri'"
+        )
+    index = torch.tensor([known.index(m) for m in modalities], dtype=torch.long, device=device)
+    return index.unsqueeze(0).expand(batch_size, -1)
+
+
+def _attend(
+    query: torch.Tensor, key_t: torch.Tensor, value: torch.Tensor, chunk: int = 131072
+) -> torch.Tensor:
+    """``softmax(query @ key_t) @ value`` in chunks of query rows.
+
+    There are few keys (a pooled grid), so the work is a thin ``(L, T)`` matrix per chunk; chunking
+    bounds its memory on large volumes. Measured faster on CPU than ``scaled_dot_product_attention``,
+    which falls back to its math kernel here because the values carry extra indicator channels.
+    """
+    if query.shape[1] <= chunk:
+        return torch.softmax(query @ key_t, dim=-1) @ value
+    return torch.cat([torch.softmax(q @ key_t, dim=-1) @ value for q in query.split(chunk, dim=1)], dim=1)
+
+
+class PooledCrossAttention(nn.Module):
+    """Cross-modal attention whose keys and values are average-pooled to a small grid.
+
+    Every voxel of modality ``i`` queries the pooled tokens of all *other* modalities, so the cost is
+    ``O(voxels * N * (N - 1) * grid**spatial_dims)``: linear in the number of voxels. The outputs of
+    the N queries are averaged (the paper sums two; the mean keeps the scale independent of N).
+
+    A one-hot modality indicator rides along with the values, so the same attention call also
+    returns, per voxel, the share of the attended information that came from each modality.
+
+    Args:
+        spatial_dims: 2 or 3.
+        channels: feature channels of every modality.
+        grid_size: side of the pooled key/value grid (8 gives 64 tokens in 2D, 512 in 3D).
+    """
+
+    def __init__(self, spatial_dims: int, channels: int, grid_size: int) -> None:
+        super().__init__()
+        conv = Conv[Conv.CONV, spatial_dims]
+        self.channels = channels
+        self.pool = Pool[Pool.ADAPTIVEAVG, spatial_dims]((grid_size,) * spatial_dims)
+        self.to_query = conv(channels, channels, kernel_size=1, bias=False)
+        self.to_key_value = conv(channels, 2 * channels, kernel_size=1, bias=False)
+        self.project = conv(channels, channels, kernel_size=1)
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Args:
+            features: ``(B, N, C, *spatial)``.
+
+        Returns:
+            ``cross`` ``(B, C, *spatial)`` and ``share`` ``(B, N, *spatial)``, where ``share[:, j]`` is
+            the fraction of the attended values that came from modality ``j`` (sums to 1 over ``j``).
+        """
+        batch, num_mod, channels, *spatial = features.shape
+        flat = features.flatten(0, 1)
+        query = self.to_query(flat).flatten(2).transpose(1, 2).unflatten(0, (batch, num_mod))
+        key_value = self.to_key_value(self.pool(flat)).flatten(2).transpose(1, 2)
+        key, value = key_value.unflatten(0, (batch, num_mod)).split(channels, dim=-1)
+        tokens = key.shape[2]
+        # one-hot modality indicator appended to the values: attention output = per-modality share
+        indicator = torch.eye(num_mod, dtype=value.dtype, device=value.device)
+        indicator = indicator[None, :, None, :].expand(batch, num_mod, tokens, num_mod)
+        value = torch.cat([value, indicator], dim=-1)
+
+        scale = channels**-0.5
+        attended = 0.0
+        for i in range(num_mod):
+            others = [j for j in range(num_mod) if j != i]
+            k = key[:, others].flatten(1, 2).transpose(1, 2) * scale
+            v = value[:, others].flatten(1, 2)
+            attended = attended + _attend(query[:, i], k, v)
+        attended = attended / num_mod
+        attended = attended.transpose(1, 2).reshape(batch, channels + num_mod, *spatial)
+        cross = self.project(attended[:, :channels].contiguous())
+        share = attended[:, channels:]
+        return cross, share
+
+
+class CausalFeatureIntegrator(nn.Module):
+    """Causal Feature Integrator for N modalities at one scale.
+
+    ``cross`` is pooled cross-modal context, ``local`` a per-voxel softmax-weighted sum of the
+    modality features (the paper's ``f_a + f_b`` up to the weights), and the invariance gate
+    ``G = sigmoid(conv(cross))`` mixes them: ``fused = G * cross + (1 - G) * local``, then a refining
+    convolution. The same convex weights give per-modality contribution maps.
+
+    Args:
+        spatial_dims: 2 or 3.
+        channels: feature channels.
+        grid_size: pooled key/value grid side of the cross-modal attention.
+        act: activation of the refining convolution (MONAI name or ``(name, args)``).
+        norm: normalisation of the refining convolution.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        channels: int,
+        grid_size: int = 8,
+        act: tuple | str | None = _DEFAULT_ACT,
+        norm: tuple | str | None = "batch",
+    ) -> None:
+        super().__init__()
+        self.attention = PooledCrossAttention(spatial_dims, channels, grid_size)
+        self.evidence = Convolution(spatial_dims, channels, 1, kernel_size=1, conv_only=True)
+        self.gate = Convolution(spatial_dims, channels, 1, kernel_size=3, conv_only=True)
+        self.refine = Convolution(spatial_dims, channels, channels, kernel_size=3, act=act, norm=norm)
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Args:
+            features: ``(B, N, C, *spatial)``.
+
+        Returns:
+            ``(fused (B, C, *spatial), gate (B, 1, *spatial), contributions (B, N, *spatial))``.
+        """
+        batch, num_mod = features.shape[:2]
+        cross, cross_share = self.attention(features)
+        logits = self.evidence(features.flatten(0, 1)).unflatten(0, (batch, num_mod))
+        weights = torch.softmax(logits, dim=1)  # (B, N, 1, *spatial)
+        local = (weights * features).sum(dim=1)
+        gate = torch.sigmoid(self.gate(cross))
+        fused = self.refine(gate * cross + (1.0 - gate) * local)
+        contributions = gate * cross_share + (1.0 - gate) * weights[:, :, 0]
+        return fused, gate, contributions
+
+
+class MeanIntegrator(nn.Module):
+    """Ablation of the CFI: the plain mean of the modality features, then the same refining conv.
+
+    Its gate is 1 everywhere (so gate-weighted losses reduce to plain ones) and every modality
+    contributes ``1 / N``.
+    """
+
+    def __init__(
+        self, spatial_dims: int, channels: int, act: tuple | str | None = _DEFAULT_ACT, norm=None
+    ) -> None:
+        super().__init__()
+        self.refine = Convolution(spatial_dims, channels, channels, kernel_size=3, act=act, norm=norm)
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        batch, num_mod, _, *spatial = features.shape
+        fused = self.refine(features.mean(dim=1))
+        gate = features.new_ones((batch, 1, *spatial))
+        contributions = features.new_full((batch, num_mod, *spatial), 1.0 / num_mod)
+        return fused, gate, contributions
+
+
+class _Encoder(nn.Module):
+    """Multi-scale encoder: per scale two conv-norm-LeakyReLU units, max-pool between scales."""
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        features: Sequence[int],
+        act: tuple | str | None,
+        norm: tuple | str | None,
+        num_modalities: int,
+    ) -> None:
+        super().__init__()
+        self.pool = Pool[Pool.MAX, spatial_dims](kernel_size=2)
+        self.stages = nn.ModuleList()
+        in_channels = 1
+        for out_channels in features:
+            self.stages.append(
+                nn.Sequential(
+                    Convolution(spatial_dims, in_channels, out_channels, act=act, norm=norm),
+                    Convolution(spatial_dims, out_channels, out_channels, act=act, norm=norm),
+                )
+            )
+            in_channels = out_channels
+        # FiLM after the first unit: zero-initialised, so every modality starts from the same encoder
+        self.film = nn.Embedding(num_modalities, 2 * features[0]) if num_modalities > 1 else None
+        if self.film is not None:
+            nn.init.zeros_(self.film.weight)
+
+    def forward(self, image: torch.Tensor, modality: torch.Tensor | None) -> list[torch.Tensor]:
+        outputs = []
+        x = image
+        for level, stage in enumerate(self.stages):
+            if level > 0:
+                x = self.pool(x)
+            x = stage[0](x)
+            if level == 0 and self.film is not None and modality is not None:
+                scale, shift = self.film(modality).chunk(2, dim=1)
+                view = (x.shape[0], x.shape[1]) + (1,) * (x.ndim - 2)
+                x = x * (1.0 + scale.view(view)) + shift.view(view)
+            x = stage[1](x)
+            outputs.append(x)
+        return outputs
+
+
+class ISFLNet(nn.Module):
+    """Intervention-stable feature learning network for multi-modal image fusion.
+
+    Args:
+        spatial_dims: 2 for images, 3 for volumes.
+        modalities: modality tags the network knows; inputs are tagged with these.
+        features: channels per scale (one entry per scale, at least two scales). The paper uses
+            ``(32, 32, 32)``; the shipped 3D model uses fewer channels at full resolution for speed.
+        grid_size: side of the pooled key/value grid of the cross-modal attention.
+        encoder: ``"shared"`` (one encoder, modality told by FiLM) or ``"per_modality"`` (separate
+            weights per modality tag, as in the paper).
+        integrator: ``"cfi"`` (Causal Feature Integrator) or ``"mean"`` (ablation: plain mean).
+        act: activation (MONAI name or ``(name, args)``), LeakyReLU by default.
+        norm: normalisation, batch norm by default (a per-channel affine map in evaluation mode, so
+            it adds no dependence on the window; the pooled attention and the convolutions' zero
+            padding still make sliding-window results differ slightly from a single pass).
+
+    Input ``(B, N, *spatial)`` with N >= 2 and intensities in [0, 1]; any spatial size (padded
+    internally to a multiple of ``2 ** (len(features) - 1)``). Output ``(B, 1, *spatial)`` in [0, 1].
+
+    Examples::
+
+        # 2D, MRI + PET
+        >>> net = ISFLNet(spatial_dims=2)
+        >>> fused = net(torch.rand(1, 2, 97, 130), ["mri", "pet"])
+        >>> fused.shape
+        torch.Size([1, 1, 97, 130])
+
+        # 3D, T1 + T2 + FLAIR, with gates and contribution maps
+        >>> net = ISFLNet(spatial_dims=3, features=(8, 16, 32))
+        >>> out = net(torch.rand(1, 3, 33, 40, 28), ["mri", "mri", "mri"], return_maps=True)
+        >>> out["contributions"].shape
+        torch.Size([1, 3, 33, 40, 28])
+
+    Raises:
+        ValueError: invalid arguments, fewer than two inputs, or an unknown modality tag.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        modalities: Sequence[str] = MODALITIES,
+        features: Sequence[int] = (32, 32, 32),
+        grid_size: int = 8,
+        encoder: str = "shared",
+        integrator: str = "cfi",
+        act: tuple | str | None = _DEFAULT_ACT,
+        norm: tuple | str | None = "batch",
+    ) -> None:
+        super().__init__()
+        if spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+        features = tuple(int(f) for f in features)
+        if len(features) < 2 or min(features) < 1:
+            raise ValueError(f"features needs at least two positive channel counts, got {features}")
+        if grid_size < 1:
+            raise ValueError(f"grid_size must be >= 1, got {grid_size}")
+        act = tuple(act) if isinstance(act, list) else act  # lists come back from YAML/JSON configs
+        norm = tuple(norm) if isinstance(norm, list) else norm
+        modalities = tuple(str(m).lower() for m in modalities)
+        if not modalities or len(set(modalities)) != len(modalities):
+            raise ValueError(f"modalities must be non-empty and unique, got {modalities}")
+        if encoder not in ("shared", "per_modality"):
+            raise ValueError(f"encoder must be 'shared' or 'per_modality', got {encoder!r}")
+        if integrator not in ("cfi", "mean"):
+            raise ValueError(f"integrator must be 'cfi' or 'mean', got {integrator!r}")
+        self.spatial_dims = spatial_dims
+        self.modalities = modalities
+        # the constructor arguments, so a checkpoint can rebuild exactly this network
+        self.init_args = {
+            "spatial_dims": spatial_dims,
+            "modalities": list(modalities),
+            "features": list(features),
+            "grid_size": int(grid_size),
+            "encoder": encoder,
+            "integrator": integrator,
+            "act": act,
+            "norm": norm,
+        }
+        self.features = features
+        self.encoder_mode = encoder
+        self.size_multiple = 2 ** (len(features) - 1)
+
+        if encoder == "shared":
+            self.encoder = _Encoder(spatial_dims, features, act, norm, len(modalities))
+        else:
+            self.encoders = nn.ModuleList(_Encoder(spatial_dims, features, act, norm, 1) for _ in modalities)
+        self.integrators = nn.ModuleList(
+            CausalFeatureIntegrator(spatial_dims, c, grid_size, act, norm)
+            if integrator == "cfi"
+            else MeanIntegrator(spatial_dims, c, act, norm)
+            for c in features
+        )
+        self.upsamplers = nn.ModuleList(
+            UpSample(
+                spatial_dims,
+                features[level + 1],
+                features[level],
+                scale_factor=2,
+                mode="nontrainable",
+                interp_mode="bilinear" if spatial_dims == 2 else "trilinear",
+                align_corners=False,
+            )
+            for level in range(len(features) - 1)
+        )
+        self.decoders = nn.ModuleList(
+            Convolution(spatial_dims, c, c, act=act, norm=norm) for c in features[:-1]
+        )
+        self.head = Convolution(spatial_dims, features[0], 1, kernel_size=1, conv_only=True)
+
+    def encode(self, images: torch.Tensor, modality: torch.Tensor) -> list[torch.Tensor]:
+        """Features per scale, each ``(B, N, C_s, *spatial_s)``."""
+        batch, num_mod = images.shape[:2]
+        if self.encoder_mode == "shared":
+            per_scale = self.encoder(images.flatten(0, 1).unsqueeze(1), modality.flatten())
+            return [f.unflatten(0, (batch, num_mod)) for f in per_scale]
+        # separate weights per modality tag: run each input slot through the encoder of its tag
+        slots: list[list[torch.Tensor]] = []
+        for slot in range(num_mod):
+            tags = modality[:, slot]
+            outputs: list[torch.Tensor] | None = None
+            for tag in tags.unique().tolist():
+                rows = (tags == tag).nonzero().flatten()
+                encoded = self.encoders[tag](images[rows, slot : slot + 1], None)
+                if outputs is None:
+                    outputs = [f.new_zeros((batch,) + f.shape[1:]) for f in encoded]
+                for out, f in zip(outputs, encoded, strict=True):
+                    out[rows] = f
+            slots.append(outputs)
+        return [torch.stack(scale, dim=1) for scale in zip(*slots, strict=True)]
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        modalities: Sequence[str] | torch.Tensor,
+        return_maps: bool = False,
+    ) -> torch.Tensor | dict[str, torch.Tensor | list[torch.Tensor]]:
+        """Fuse ``images`` ``(B, N, *spatial)`` tagged with ``modalities`` (N tags, or indices).
+
+        Returns:
+            the fused image ``(B, 1, *spatial)`` in [0, 1]; with ``return_maps`` a dict with
+            ``fused``, ``gates`` (one ``(B, 1, *spatial_s)`` map per scale, finest first) and
+            ``contributions`` ``(B, N, *spatial)`` (per-modality share, sums to 1 over N).
+        """
+        if images.ndim != self.spatial_dims + 2:
+            raise ValueError(
+                f"expected input of shape (B, N, {', '.join('HWD'[: self.spatial_dims])}) for a "
+                f"{self.spatial_dims}D network, got {tuple(images.shape)}"
+            )
+        batch, num_mod, *spatial = images.shape
+        if num_mod < 2:
+            raise ValueError(f"fusion needs at least two input modalities, got {num_mod}")
+        modality = modality_indices(modalities, self.modalities, batch, images.device)
+        if modality.shape[-1] != num_mod:
+            raise ValueError(f"got {modality.shape[-1]} modality tags for {num_mod} input images")
+        if modality.shape[0] != batch:
+            raise ValueError(
+                f"modality index tensor has {modality.shape[0]} rows for a batch of {batch}; give one row "
+                "per sample, or one row of N tags for the whole batch"
+            )
+
+        pads: list[int] = []
+        for size in reversed(spatial):
+            pads += [0, (-size) % self.size_multiple]
+        padded = F.pad(images, pads) if any(pads) else images
+
+        per_scale = self.encode(padded, modality)
+        fused_scales, gates, contributions = [], [], None
+        for level, (integrator, features) in enumerate(zip(self.integrators, per_scale, strict=True)):
+            fused, gate, contrib = integrator(features)
+            fused_scales.append(fused)
+            gates.append(gate)
+            if level == 0:
+                contributions = contrib
+        x = fused_scales[-1]
+        for level in reversed(range(len(fused_scales) - 1)):
+            x = self.decoders[level](self.upsamplers[level](x) + fused_scales[level])
+        fused = torch.sigmoid(self.head(x))
+
+        crop = (slice(None), slice(None)) + tuple(slice(0, s) for s in spatial)
+        fused = fused[crop]
+        if not return_maps:
+            return fused
+        return {
+            "fused": fused,
+            "gates": [
+                g[(slice(None), slice(None)) + tuple(slice(0, -(-s // 2**lv)) for s in spatial)]
+                for lv, g in enumerate(gates)
+            ],
+            "contributions": contributions[crop],
+        }
+
+    def extra_repr(self) -> str:
+        return (
+            f"spatial_dims={self.spatial_dims}, modalities={self.modalities}, features={self.features}, "
+            f"encoder={self.encoder_mode!r}, integrator={self.init_args['integrator']!r}"
+        )
