@@ -142,3 +142,24 @@ OBLIQUE_AFFINE = np.array(
         [0.0, 0.0, 0.0, 1.0],
     ]
 )
+
+
+def metric_phantom(shape: tuple[int, ...], seed: int) -> np.ndarray:
+    """Structured test image on the 8-bit scale: smooth gaussian blobs, a sharp box edge, mild noise.
+
+    Integer-valued 0..255 like an image read back from an 8-bit file, so histogram metrics have one value
+    per bin.
+    """
+    rng = np.random.default_rng(seed)
+    grids = np.meshgrid(*[np.arange(size, dtype=np.float64) for size in shape], indexing="ij")
+    image = np.zeros(shape)
+    for _ in range(6):
+        centre = [rng.uniform(0, size) for size in shape]
+        width = rng.uniform(3, 12)
+        distance_sq = sum((grid - c) ** 2 for grid, c in zip(grids, centre, strict=True))
+        image += rng.uniform(0.3, 1.0) * np.exp(-distance_sq / (2 * width**2))
+    offset = [int(rng.integers(1, size // 4)) for size in shape]
+    image[tuple(slice(o, o + size // 3) for o, size in zip(offset, shape, strict=True))] += 0.5
+    image += rng.normal(0.0, 0.03, shape)
+    image = (image - image.min()) / (image.max() - image.min())
+    return np.round(image * 255.0)

@@ -1,6 +1,6 @@
 """The robustness benchmark (napari_isfl.evaluation.robustness): end to end in 2D and 3D on tiny
-synthetic data, level-0 rows against the clean rows, the regions of the truncation and dropout measures, and the
-command line's argument checks."""
+synthetic data, level-0 rows against the clean rows, the regions of the truncation and dropout
+measures, and the command line's argument checks."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from core_helpers import phantom_stack, save_tiny_checkpoint
 from napari_isfl.cases import Case
 from napari_isfl.cli import main
 from napari_isfl.evaluation.evaluate import STANDARD_METRICS
-from napari_isfl.evaluation.metrics import fusion_metrics, psnr, structural_similarity, to_uint8_scale
+from napari_isfl.evaluation.metrics import psnr, structural_similarity, to_uint8_scale
 from napari_isfl.evaluation.perturbations import PERTURBATIONS, perturb_with_mask
 from napari_isfl.evaluation.robustness.options import (
     DEFAULT_CASES,
@@ -42,6 +42,7 @@ from napari_isfl.evaluation.robustness.run import (
     select_cases,
     slab_boxes,
 )
+from napari_isfl.evaluation.scores import fusion_metrics
 
 SHAPE_2D = (40, 36)
 SHAPE_3D = (20, 18, 16)

@@ -8,7 +8,7 @@ averaged over axial slices (``fusion_metrics(mode="auto")``).
 
 For pairs with a functional modality (PET/SPECT) the functional-fidelity measures are added: the
 correlation of the fused image with the functional image inside the head and the preserved contrast
-of low-uptake regions (see :func:`napari_isfl.metrics.functional_fidelity`).
+of low-uptake regions (see :func:`napari_isfl.evaluation.scores.functional_fidelity`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from ..io import read_image, ycbcr_to_rgb
 from ..normalization import FUNCTIONAL_MODALITIES, normalize_intensity
 from ..spatial import foreground_box, resample_to_reference
 from .baselines import BASELINES, fuse_baseline
-from .metrics import METRIC_KEYS, functional_fidelity, fusion_metrics, to_uint8_scale
+from .metrics import to_uint8_scale
+from .scores import METRIC_KEYS, functional_fidelity, fusion_metrics
 
 __all__ = ["FOREGROUND_THRESHOLD", "STANDARD_METRICS", "evaluate", "load_cases", "summarize", "write_tables"]
 

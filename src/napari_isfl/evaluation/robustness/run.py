@@ -48,8 +48,9 @@ from ...normalization import IntensitySpec, normalize_intensity
 from ...spatial import foreground_box, resample_to_reference
 from ..baselines import fuse_baseline
 from ..evaluate import FOREGROUND_THRESHOLD, STANDARD_METRICS
-from ..metrics import fusion_metrics, pearson, psnr, structural_similarity, to_uint8_scale
+from ..metrics import pearson, psnr, structural_similarity, to_uint8_scale
 from ..perturbations import apply_to_all, apply_to_modality, get_family
+from ..scores import fusion_metrics
 from .options import DEFAULT_CROP_3D, ISFL_METHODS, RobustnessOptions
 
 __all__ = [
