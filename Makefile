@@ -13,7 +13,7 @@ $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -e ".[test,qt]"
+	$(BIN)/python -m pip install -q -e ".[all,test]"
 	touch $@
 
 install: $(BIN)/.installed
@@ -26,7 +26,9 @@ test: $(BIN)/.installed
 	@command -v xvfb-run >/dev/null || $(MAKE) system-deps
 	xvfb-run -a $(BIN)/python -m pytest
 
+# the default suite plus the tests marked slow (training runs, end-to-end subprocesses, benchmark scripts)
 test-all: $(BIN)/.installed
+	@command -v xvfb-run >/dev/null || $(MAKE) system-deps
 	xvfb-run -a $(BIN)/python -m pytest -m "slow or not slow"
 
 lint: $(BIN)/.installed

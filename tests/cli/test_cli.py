@@ -309,6 +309,7 @@ def test_usage_errors_exit_2(capsys) -> None:
     assert "-o/--output" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_end_to_end_subprocess(tmp_path: Path, pngs: list[Path], models) -> None:
     """The installed ``isfl`` entry point, as a user runs it: exit 0 and a PNG; a bad run exits 1 with a
     one-line reason and no traceback."""

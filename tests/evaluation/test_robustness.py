@@ -103,6 +103,7 @@ def read_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
+@pytest.mark.slow
 def test_end_to_end_2d_cli(capsys, tmp_path: Path, harvard_like: Path, models) -> None:
     out = tmp_path / "out"
     status = main(
@@ -190,6 +191,7 @@ def test_level_zero_rows_equal_clean_rows(tmp_path: Path, harvard_like: Path, mo
     assert len(zeroed) == 2 and all(math.isfinite(r["fid_ssim"]) and r["fid_ssim"] < 1.0 for r in zeroed)
 
 
+@pytest.mark.slow
 def test_end_to_end_3d(tmp_path: Path, volume_csv: Path, models) -> None:
     from napari_isfl.evaluation.evaluate import load_cases
 

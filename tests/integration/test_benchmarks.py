@@ -21,6 +21,7 @@ def test_make_spec_needs_one_input() -> None:
     assert speed.make_spec("dwt", size="32x32", device="cuda")["device"] == "cpu"
 
 
+@pytest.mark.slow
 def test_speed_and_scaling_scripts_measure_isfl_and_a_baseline(tmp_path: Path, monkeypatch, capsys) -> None:
     assert speed.main(["--sizes", "40x40", "--baselines", "dwt", "--repeat", "0", "--patch-size", "16"]) == 0
     printed = capsys.readouterr().out

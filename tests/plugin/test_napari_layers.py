@@ -18,14 +18,12 @@ import napari_isfl  # noqa: E402
 from napari_isfl.plugin.layers import (  # noqa: E402
     METADATA_KEY,
     compute_fusion,
-    is_orthogonal,
     layer_world_affine,
     prepare_fusion,
-    resample_to_grid,
     world_affine,
 )
 from napari_isfl.plugin.reader import read_nifti  # noqa: E402
-from napari_isfl.spatial import CoregistrationError  # noqa: E402
+from napari_isfl.spatial import CoregistrationError, is_orthogonal, resample_to_grid  # noqa: E402
 
 SPATIAL = ("scale", "translate", "rotate", "shear", "affine", "units", "axis_labels")
 
@@ -267,3 +265,51 @@ def test_importing_the_package_and_plugin_modules_stays_light():
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.filterwarnings("ignore:Non-orthogonal slicing")  # napari on the rotated layer
+def test_cli_and_layers_resample_to_the_same_array(tmp_path, tiny_checkpoint_3d):
+    """``isfl fuse --resample`` (files) and the widget's resample (layers) run one resampler on the same
+    matrices: the same fused array, bit for bit, for an input that is shifted, rotated and coarser, and
+    outside its field of view filled with its own minimum (not 0) in both."""
+    import nibabel as nib
+
+    from core_helpers import write_nifti
+    from napari_isfl.inference import fuse_files
+
+    reference = np.diag([1.0, 1.0, 1.0, 1.0])
+    reference[:3, 3] = (-10.0, -12.0, -8.0)
+    angle = np.deg2rad(7.0)
+    moving = np.eye(4)
+    moving[:3, :3] = np.array(
+        [[np.cos(angle), -np.sin(angle), 0.0], [np.sin(angle), np.cos(angle), 0.0], [0.0, 0.0, 1.0]]
+    ) @ np.diag([1.2, 1.1, 1.5])
+    moving[:3, 3] = (-8.5, -13.0, -6.0)
+    ct_like = _phantom((18, 20, 12), seed=1) - 1000.0  # a background far below 0, as CT in HU
+    first = write_nifti(tmp_path / "t1.nii.gz", _phantom((20, 22, 16)), reference)
+    second = write_nifti(tmp_path / "ct.nii.gz", ct_like, moving)
+
+    out = tmp_path / "fused.nii.gz"
+    fuse_files(
+        [first, second], out, ["mri", "ct"], resample=True, model=str(tiny_checkpoint_3d), device="cpu"
+    )
+    from_files = np.asarray(nib.load(out).dataobj)
+
+    layers = [Layer.create(*data) for data in read_nifti([first, second])]
+    from_layers = napari_isfl.fuse_layers(
+        *layers, modalities=["mri", "ct"], resample=True, model=str(tiny_checkpoint_3d), device="cpu"
+    )[0][0]
+    assert from_files.shape == from_layers.shape == (20, 22, 16)
+    np.testing.assert_array_equal(from_files, from_layers)
+
+    # the resampled CT itself: its background (not 0) outside its field of view, on both paths
+    request = prepare_fusion(layers, ["mri", "ct"], resample=True)
+    on_grid = resample_to_grid(
+        layers[1].data, request.world_affines[1], request.reference_shape, request.world_affines[0]
+    )
+    from napari_isfl.io import read_image
+    from napari_isfl.spatial import resample_to_reference
+
+    resampled = resample_to_reference(read_image(second), read_image(first))
+    np.testing.assert_array_equal(on_grid, resampled.array)
+    assert on_grid.min() == pytest.approx(ct_like.min()) and (on_grid == ct_like.min()).any()

@@ -224,6 +224,7 @@ def test_input_rows_follow_the_layer_list(make_napari_viewer, monkeypatch):
     assert any("checkpoint file" in e for e in _new_notifications(before, "error"))
 
 
+@pytest.mark.slow
 def test_screenshot_script_runs(make_napari_viewer, tiny_checkpoint_3d, tmp_path):
     spec = importlib.util.spec_from_file_location("napari_screenshot", SCREENSHOT_SCRIPT)
     script = importlib.util.module_from_spec(spec)

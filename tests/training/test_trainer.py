@@ -104,6 +104,7 @@ def test_config_merges_overrides_and_rejects_unknown_keys(harvard_like: Path, tm
     assert load_config(path, ["optim.lr=1.5E-3"]).optim.lr == 1.5e-3
 
 
+@pytest.mark.slow
 def test_a_few_steps_reduce_the_loss_and_write_a_usable_model(harvard_like: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     model_path = train(load_config(_config(harvard_like, out, 24, data__augment=False)), progress=False)
@@ -117,6 +118,7 @@ def test_a_few_steps_reduce_the_loss_and_write_a_usable_model(harvard_like: Path
     assert (out / "val.csv").exists() and (out / "loss.png").exists() and (out / "config.yaml").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ema_decay", [None, 0.9], ids=["raw", "ema"])
 def test_resume_continues_identically(harvard_like: Path, tmp_path: Path, ema_decay: float | None) -> None:
     straight, split = tmp_path / "straight", tmp_path / "split"
@@ -158,6 +160,7 @@ def test_weight_average_follows_early_and_smooths_later() -> None:
         WeightAverage(network, 1.0)
 
 
+@pytest.mark.slow
 def test_ema_run_validates_and_exports_the_average(harvard_like: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     model_path = train(load_config(_config(harvard_like, out, 6, optim__ema_decay=0.9)), progress=False)
@@ -171,6 +174,7 @@ def test_ema_run_validates_and_exports_the_average(harvard_like: Path, tmp_path:
         load_config(_config(harvard_like, out, 6), ["optim.ema_decay=1.5"])
 
 
+@pytest.mark.slow
 def test_resume_with_more_steps_follows_the_new_schedule(harvard_like: Path, tmp_path: Path) -> None:
     """Extending a finished run (``--resume auto --max-steps 10``) decays over the new horizon instead
     of staying at the old schedule's floor."""
@@ -186,6 +190,7 @@ def test_resume_with_more_steps_follows_the_new_schedule(harvard_like: Path, tmp
     assert lr[7] == pytest.approx(expected) and lr[7] > 5 * lr[6]  # step 6 ended the old schedule
 
 
+@pytest.mark.slow
 def test_resume_follows_a_new_learning_rate(harvard_like: Path, tmp_path: Path) -> None:
     """``--resume auto --set optim.lr=...`` resumes at the new peak rate, not the saved one."""
     from napari_isfl.training.trainer import _Schedule
@@ -274,6 +279,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_distributed_data_parallel_on_cpu_with_gloo(harvard_like: Path, tmp_path: Path) -> None:
     """`torchrun --nproc_per_node 2 ... isfl train` trains one model with two gloo processes."""
     out = tmp_path / "ddp"
@@ -327,6 +333,7 @@ def test_validation_in_inference_windows(dims: int) -> None:
         load_config(None, ["run.val_window=tiles"])
 
 
+@pytest.mark.slow
 def test_training_validates_in_windows_when_asked(harvard_like: Path, tmp_path: Path) -> None:
     """``run.val_window=auto`` reaches validation: 40 px dev images and 16 px crops validate in
     windows, so the logged score differs from the one-piece run's on the same weights."""

@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("isfl: cancelled", file=sys.stderr)
         return 130
-    except (CommandError, ValueError, FileNotFoundError, FileExistsError, OSError, RuntimeError) as error:
+    except (CommandError, ValueError, OSError, RuntimeError, ImportError) as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         print(f"isfl {args.command}: error: {message}", file=sys.stderr)
         return 1

@@ -36,10 +36,9 @@ def save_preview(
     spacing: tuple[float, ...],
 ) -> Path:
     """A grid: one row per view, one column per input, then the fusion and its stability map."""
-    import matplotlib
+    from .._optional import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot("the demo's PNG previews")
 
     foreground = np.argwhere(fused > 0.05)
     centre = tuple(
@@ -71,6 +70,7 @@ def save_preview(
 
 
 def run(args: argparse.Namespace) -> int:
+    from .._optional import MissingDependencyError
     from ..inference import FusionEngine, fuse_files
     from ..io import read_image
     from ..normalization import normalize_intensity
@@ -99,16 +99,19 @@ def run(args: argparse.Namespace) -> int:
             normalize_intensity(read_image(p).array, m)[0] for p, m in zip(paths, modalities, strict=True)
         ]
         reference = read_image(paths[0])
-        preview = save_preview(
-            output / f"{name}_preview.png",
-            inputs,
-            labels,
-            result.fused,
-            result.stability,
-            f"{name}: {' + '.join(labels)} fused by the {result.provenance['model']} model "
-            f"(stability: {result.provenance['parameters']['stability_passes']} test-time interventions)",
-            reference.spacing,
-        )
+        try:
+            preview = save_preview(
+                output / f"{name}_preview.png",
+                inputs,
+                labels,
+                result.fused,
+                result.stability,
+                f"{name}: {' + '.join(labels)} fused by the {result.provenance['model']} model "
+                f"(stability: {result.provenance['parameters']['stability_passes']} test-time interventions)",
+                reference.spacing,
+            )
+        except MissingDependencyError as error:  # the fusion is written; only the picture is missing
+            preview = f"no preview ({error})"
         print(f"  wrote {fused_path}, {stability_path} and {preview}", file=sys.stderr)
     return 0
 

@@ -159,10 +159,9 @@ def save_montage(
     path: Path, normalised: np.ndarray, modalities: list[str], fused_by_method: dict, data: list, title: str
 ) -> Path:
     """Inputs then every method's fusion side by side; PET/SPECT colour re-attached where available."""
-    import matplotlib
+    from .._optional import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot("evaluation montages (or leave out --montages)")
 
     colour_source = next((d for d in data if d.is_color), None)
     panels = [(f"input {i + 1}: {m.upper()}", normalised[i], data[i]) for i, m in enumerate(modalities)]

@@ -22,12 +22,14 @@ import csv
 import dataclasses
 import math
 import os
+import sys
 import time
 from pathlib import Path
 
 import torch
 import yaml
 
+from .._optional import MissingDependencyError
 from ..cases import LoadedCase, cases_from_sources, data_hash, load_case
 from ..io import atomic_write
 from ..model.checkpoint import save_checkpoint
@@ -162,10 +164,9 @@ def plot_log(run_dir: Path) -> Path | None:
     log = run_dir / "log.csv"
     if not log.exists():
         return None
-    import matplotlib
+    from .._optional import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot("the training plot loss.png")
 
     with open(log) as handle:
         rows = list(csv.DictReader(handle))
@@ -401,7 +402,10 @@ def train(
     if is_main:
         if not (out_dir / "model.pt").exists():
             export(step, last_val | {"step": step})
-        plot_log(out_dir)
+        try:
+            plot_log(out_dir)
+        except MissingDependencyError as error:  # the run itself is complete; only the plot is missing
+            print(f"note: no loss.png: {error}", file=sys.stderr)
     if world > 1:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()

@@ -27,10 +27,9 @@ _COLOURS = {
 
 
 def _pyplot():
-    import matplotlib
+    from ..._optional import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot("robustness plots and montages (or pass --no-plots --no-montages)")
 
     return plt
 
