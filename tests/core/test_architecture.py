@@ -176,6 +176,7 @@ def test_package_and_parser_load_no_torch() -> None:
 #: modules whose ``>>>`` examples are run (numpy-level examples; the network's run on tiny inputs)
 DOCTEST_MODULES = (
     "napari_isfl._lazy",
+    "napari_isfl._optional",
     "napari_isfl.normalization",
     "napari_isfl.spatial",
     "napari_isfl.evaluation.metrics",
