@@ -26,7 +26,7 @@ def require(module: str, extra: str, purpose: str) -> ModuleType:
         >>> require("no_such_module_here", "plots", "a preview")
         Traceback (most recent call last):
         ...
-        napari_isfl._optional.MissingDependencyError: a preview needs no_such_module_here, ... "napari-isfl[plots]"
+        napari_isfl._optional.MissingDependencyError: a preview needs no_such_module_here, ...
     """
     try:
         return importlib.import_module(module)
