@@ -182,6 +182,7 @@ DOCTEST_MODULES = (
     "napari_isfl.evaluation.metrics",
     "napari_isfl.evaluation.scores",
     "napari_isfl.evaluation.baselines",
+    "napari_isfl.model.pyramid",
     "napari_isfl.training.config",
 )
 

@@ -26,7 +26,7 @@ from ..normalization import IntensitySpec, guess_modality, looks_like_hounsfield
 from ..spatial import foreground_box
 from .windows import count_windows, run_windows, window_plan
 
-__all__ = ["FusionCancelled", "FusionEngine", "FusionResult", "block_masks", "fuse"]
+__all__ = ["FusionCancelled", "FusionEngine", "FusionResult", "block_masks", "fuse", "fuse_tensor"]
 
 ProgressCallback = Callable[[int, int], None]
 CancelCallback = Callable[[], bool]
@@ -248,67 +248,75 @@ class FusionEngine:
         rng = np.random.default_rng(seed)
         done = 0
 
-        def predictor(window: torch.Tensor) -> torch.Tensor:
+        pyramid_head = net.head_mode == "pyramid"
+
+        def stability_spread(window: torch.Tensor) -> dict[str, torch.Tensor]:
+            """Per-voxel std of the fused window under test-time block masking (alternately
+            complementary and shared)."""
+            passes = []
+            for k in range(stability_passes):
+                masks = torch.stack(
+                    [
+                        block_masks(window.shape[2:], count, hole, 0.3, rng, k % 2 == 0, window.device)
+                        for _ in range(window.shape[0])
+                    ]
+                )
+                passes.append(net(window * masks.to(window.dtype), modality_index).float())
+            return {"stability": torch.stack(passes).std(dim=0)}
+
+        def before_batch() -> None:
             # runs once per window batch: the place for progress and cancellation
             nonlocal done
+            if progress is not None and done:  # the previous batch is finished
+                progress(done, total)
             if cancel is not None and cancel():
                 raise FusionCancelled("fusion cancelled")
-            with torch.autocast(torch_device.type, dtype=torch.bfloat16, enabled=use_amp):
-                out = net(window, modality_index, return_maps=contributions)
-                fused = out["fused"] if contributions else out
-                channels = [fused.float()]
-                if stability:
-                    passes = []
-                    for k in range(stability_passes):
-                        masks = torch.stack(
-                            [
-                                block_masks(
-                                    window.shape[2:], count, hole, 0.3, rng, k % 2 == 0, window.device
-                                )
-                                for _ in range(window.shape[0])
-                            ]
-                        )
-                        passes.append(net(window * masks.to(window.dtype), modality_index).float())
-                    channels.append(torch.stack(passes).std(dim=0))
-                if contributions:
-                    channels.append(out["contributions"].float())
             done += 1
-            if progress is not None:
-                progress(done, total)
-            return torch.cat(channels, dim=1)
 
         if progress is not None:
             progress(0, total)
         with torch.inference_mode():
             batch = torch.from_numpy(cropped)[None].to(torch_device)
-            output = run_windows(predictor, batch, roi, overlaps, sw_batch_size, torch_device)[0].numpy()
+            output = fuse_tensor(
+                net,
+                batch,
+                modality_index,
+                roi,
+                overlaps,
+                sw_batch_size,
+                amp=use_amp,
+                contributions=contributions,
+                extra=stability_spread if stability else None,
+                before_batch=before_batch,
+            )
+        if progress is not None:
+            progress(total, total)
+        output = {k: v[0].numpy() for k, v in output.items()}
 
         shape = stack.shape[1:]
+        inside = tuple(slice(0, s.stop - s.start) for s in box)  # the box within the padded crop
         fused = np.zeros(shape, np.float32)
-        output = output[(slice(None),) + tuple(slice(0, s.stop - s.start) for s in box)]
-        fused[box] = np.clip(output[0], 0.0, 1.0)
+        fused[box] = np.clip(output["fused"][0][inside], 0.0, 1.0)
         background = (stack <= 0).all(axis=0) if crop_foreground else None
         if background is not None:
             # background in every modality stays background: without this the network's small response
             # to all-zero input would draw the crop box's outline on black backgrounds
             fused[background] = 0.0
-        channel = 1
         stability_map = contribution_maps = None
         if stability:
             stability_map = np.zeros(shape, np.float32)
             # the estimate's resolution is the hole size: smooth at that scale instead of showing the
             # random blocks' edges (with few passes, the raw std is a patchwork of block outlines)
             sigma = hole / 2 if stability_smoothing is None else float(stability_smoothing)
-            spread = output[channel]
+            spread = output["stability"][0][inside]
             stability_map[box] = (
                 ndimage.gaussian_filter(spread, sigma, mode="nearest") if sigma > 0 else spread
             )
             if background is not None:
                 stability_map[background] = 0.0
-            channel += 1
         if contributions:
             contribution_maps = np.full((count, *shape), 1.0 / count, np.float32)
-            contribution_maps[(slice(None),) + box] = output[channel : channel + count]
+            contribution_maps[(slice(None),) + box] = output["contributions"][(slice(None), *inside)]
         provenance = {
             "package": "napari-isfl",
             "version": __version__,
@@ -319,6 +327,7 @@ class FusionEngine:
             "modalities": modalities,
             "normalization": norm_info,
             "parameters": {
+                "head": "pyramid" if pyramid_head else "synthesis",
                 "roi_size": list(roi),
                 "overlap": overlap,
                 "sw_batch_size": sw_batch_size,
@@ -334,6 +343,60 @@ class FusionEngine:
             "seconds": round(time.perf_counter() - started, 3),
         }
         return FusionResult(fused, stability_map, contribution_maps, modalities, provenance)
+
+
+def fuse_tensor(
+    net: torch.nn.Module,
+    batch: torch.Tensor,
+    modality_index: torch.Tensor,
+    roi: Sequence[int],
+    overlaps: Sequence[float],
+    sw_batch_size: int,
+    *,
+    amp: bool = False,
+    contributions: bool = False,
+    extra: Callable[[torch.Tensor], dict[str, torch.Tensor]] | None = None,
+    before_batch: Callable[[], None] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Fuse a normalised ``(1, N, *S)`` tensor (sizes multiples of the network's ``size_multiple``) in
+    sliding windows: ``{"fused": (1, 1, *S)}`` on the CPU, plus ``contributions`` and whatever ``extra``
+    returns per window batch (stitched the same way).
+
+    The synthesis head's windows are Gaussian-blended fused values. The pyramid head's windows return
+    their blend *weights* (and residual), which are Gaussian-blended and then applied once to the whole
+    image, so the blend is continuous across window borders. ``before_batch`` is called before every
+    window batch (progress, cancellation). Used by :meth:`FusionEngine.fuse` and by the trainer's
+    validation in windows.
+    """
+    device = batch.device
+    pyramid_head = net.head_mode == "pyramid"
+
+    def predictor(window: torch.Tensor) -> dict[str, torch.Tensor]:
+        if before_batch is not None:
+            before_batch()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+            if pyramid_head:
+                maps = net.blend_maps(window, modality_index)
+                outputs = {f"weights{level}": w.float() for level, w in enumerate(maps["weights"])}
+                if maps["residual"] is not None:
+                    outputs["residual"] = maps["residual"].float()
+            else:
+                out = net(window, modality_index, return_maps=contributions)
+                outputs = {"fused": (out["fused"] if contributions else out).float()}
+                if contributions:
+                    outputs["contributions"] = out["contributions"].float()
+            if extra is not None:
+                outputs |= extra(window)
+        return outputs
+
+    output = run_windows(predictor, batch, roi, overlaps, sw_batch_size, device)
+    if pyramid_head:
+        weights = [output.pop(f"weights{level}").to(device) for level in range(len(net.features))]
+        residual = output.pop("residual").to(device) if "residual" in output else None
+        output["fused"] = net.compose(batch, weights, residual).cpu()
+        if contributions:
+            output["contributions"] = net.mean_weights(weights).cpu()
+    return output
 
 
 def block_masks(

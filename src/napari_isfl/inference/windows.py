@@ -193,27 +193,32 @@ def window_plan(
 
 
 def run_windows(
-    predictor: Callable[[torch.Tensor], torch.Tensor],
+    predictor: Callable[[torch.Tensor], torch.Tensor | dict[str, torch.Tensor]],
     batch: torch.Tensor,
     roi: Sequence[int],
     overlaps: Sequence[float],
     sw_batch_size: int,
     device: torch.device,
-) -> torch.Tensor:
+) -> torch.Tensor | dict[str, torch.Tensor]:
     """``predictor`` over ``batch`` ``(1, N, *S)`` in Gaussian-blended sliding windows, output on the
-    CPU. One window covering the image is a direct call: the blending ``(w * y) / w`` would change the
-    result by rounding."""
-    if tuple(roi) == tuple(batch.shape[2:]):
-        return predictor(batch).float().cpu()
+    CPU (float32). The predictor may return one tensor or a dict of tensors, each at the window's
+    resolution or at a fixed fraction of it (the coarser levels of the pyramid head). One window covering
+    the image is a direct call: the blending ``(w * y) / w`` would change the result by rounding."""
     import torch
     from monai.inferers import SlidingWindowInferer
 
-    inferer = SlidingWindowInferer(
-        roi_size=roi,
-        sw_batch_size=sw_batch_size,
-        overlap=overlaps,
-        mode="gaussian",
-        sw_device=device,
-        device=torch.device("cpu"),
-    )
-    return inferer(batch, predictor)
+    if tuple(roi) == tuple(batch.shape[2:]):
+        output = predictor(batch)
+    else:
+        inferer = SlidingWindowInferer(
+            roi_size=roi,
+            sw_batch_size=sw_batch_size,
+            overlap=overlaps,
+            mode="gaussian",
+            sw_device=device,
+            device=torch.device("cpu"),
+        )
+        output = inferer(batch, predictor)
+    if isinstance(output, dict):
+        return {key: value.float().cpu() for key, value in output.items()}
+    return output.float().cpu()

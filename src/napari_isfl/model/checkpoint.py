@@ -41,7 +41,18 @@ FORMAT_VERSION = 1
 WEIGHTS_DIR = Path(__file__).parent.parent / "weights"
 #: shipped models: name -> file in ``napari_isfl/weights``
 SHIPPED = {"isfl-2d": "isfl_2d.pt", "isfl-3d": "isfl_3d.pt"}
-_ARCH_KEYS = ("spatial_dims", "modalities", "features", "grid_size", "encoder", "integrator", "act", "norm")
+_ARCH_KEYS = (
+    "spatial_dims",
+    "modalities",
+    "features",
+    "grid_size",
+    "encoder",
+    "integrator",
+    "act",
+    "norm",
+    "head",
+    "residual",
+)
 
 
 class CheckpointError(ValueError):

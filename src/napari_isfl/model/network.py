@@ -10,7 +10,12 @@ The design follows ../shared/docs/METHOD.md (Wang et al., CVPR 2026) and general
   separate encoder weights per modality type instead;
 * the Causal Feature Integrator (CFI) mixes N inputs: pooled cross-modal attention (cost linear in
   voxels), softmax-weighted local evidence, and the invariance gate. Because both branches are
-  convex combinations over modalities, the CFI yields per-voxel *contribution maps* that sum to one.
+  convex combinations over modalities, the CFI yields per-voxel *contribution maps* that sum to one;
+* two output heads. ``head="synthesis"`` (the paper's): a decoder turns the integrated features into
+  intensities. ``head="pyramid"``: the integrated features at each scale decide per-voxel, per-scale
+  weights of the *sources*, and the fusion is their Laplacian-pyramid blend (:mod:`.pyramid`), so it
+  can only show what the sources contain and the weights are exactly the contribution maps. An optional
+  bounded residual (``residual > 0``) may add at most that much intensity.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from monai.networks.layers.factories import Conv, Pool
 from torch import nn
 
 from ..normalization import MODALITIES
+from . import pyramid
 
 __all__ = [
     "CausalFeatureIntegrator",
@@ -35,6 +41,8 @@ __all__ = [
 
 
 _DEFAULT_ACT = ("leakyrelu", {"negative_slope": 0.2, "inplace": True})
+#: output heads: the paper's decoder, or the per-scale weighted blend of the sources
+HEADS = ("synthesis", "pyramid")
 
 
 def modality_indices(
@@ -260,6 +268,11 @@ class ISFLNet(nn.Module):
             weights per modality tag, as in the paper).
         integrator: ``"cfi"`` (Causal Feature Integrator) or ``"mean"`` (ablation: plain mean).
         act: activation (MONAI name or ``(name, args)``), LeakyReLU by default.
+        head: ``"synthesis"`` (a decoder synthesises the intensities, as in the paper) or ``"pyramid"``
+            (the fusion is a per-scale weighted Laplacian-pyramid blend of the inputs; see the module
+            docstring).
+        residual: with ``head="pyramid"``, the largest intensity a learned residual may add to the blend
+            (``residual * tanh(...)``); 0 (default) for none.
         norm: normalisation, batch norm by default (a per-channel affine map in evaluation mode, so
             it adds no dependence on the window; the pooled attention and the convolutions' zero
             padding still make sliding-window results differ slightly from a single pass).
@@ -295,6 +308,8 @@ class ISFLNet(nn.Module):
         integrator: str = "cfi",
         act: tuple | str | None = _DEFAULT_ACT,
         norm: tuple | str | None = "batch",
+        head: str = "synthesis",
+        residual: float = 0.0,
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -313,6 +328,11 @@ class ISFLNet(nn.Module):
             raise ValueError(f"encoder must be 'shared' or 'per_modality', got {encoder!r}")
         if integrator not in ("cfi", "mean"):
             raise ValueError(f"integrator must be 'cfi' or 'mean', got {integrator!r}")
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
+        residual = float(residual)
+        if not 0.0 <= residual <= 1.0 or (residual > 0 and head != "pyramid"):
+            raise ValueError(f"residual must lie in [0, 1] and needs head='pyramid', got {residual}")
         self.spatial_dims = spatial_dims
         self.modalities = modalities
         # the constructor arguments, so a checkpoint can rebuild exactly this network
@@ -325,9 +345,12 @@ class ISFLNet(nn.Module):
             "integrator": integrator,
             "act": act,
             "norm": norm,
+            "head": head,
+            "residual": residual,
         }
         self.features = features
         self.encoder_mode = encoder
+        self.head_mode = head
         self.size_multiple = 2 ** (len(features) - 1)
 
         if encoder == "shared":
@@ -340,22 +363,37 @@ class ISFLNet(nn.Module):
             else MeanIntegrator(spatial_dims, c, act, norm)
             for c in features
         )
-        self.upsamplers = nn.ModuleList(
-            UpSample(
-                spatial_dims,
-                features[level + 1],
-                features[level],
-                scale_factor=2,
-                mode="nontrainable",
-                interp_mode="bilinear" if spatial_dims == 2 else "trilinear",
-                align_corners=False,
+        if head == "synthesis":
+            self.upsamplers = nn.ModuleList(
+                UpSample(
+                    spatial_dims,
+                    features[level + 1],
+                    features[level],
+                    scale_factor=2,
+                    mode="nontrainable",
+                    interp_mode="bilinear" if spatial_dims == 2 else "trilinear",
+                    align_corners=False,
+                )
+                for level in range(len(features) - 1)
             )
-            for level in range(len(features) - 1)
-        )
-        self.decoders = nn.ModuleList(
-            Convolution(spatial_dims, c, c, act=act, norm=norm) for c in features[:-1]
-        )
-        self.head = Convolution(spatial_dims, features[0], 1, kernel_size=1, conv_only=True)
+            self.decoders = nn.ModuleList(
+                Convolution(spatial_dims, c, c, act=act, norm=norm) for c in features[:-1]
+            )
+            self.head = Convolution(spatial_dims, features[0], 1, kernel_size=1, conv_only=True)
+        else:
+            # per scale: weight logits of each source from its own features and the CFI's integrated
+            # features; zero-initialised, so an untrained blend is the mean of the sources
+            self.selectors = nn.ModuleList(
+                Convolution(spatial_dims, 2 * c, 1, kernel_size=3, conv_only=True) for c in features
+            )
+            for selector in self.selectors:
+                nn.init.zeros_(selector.conv.weight)
+                nn.init.zeros_(selector.conv.bias)
+            self.residual = (
+                Convolution(spatial_dims, features[0], 1, kernel_size=1, conv_only=True)
+                if residual > 0
+                else None
+            )
 
     def encode(self, images: torch.Tensor, modality: torch.Tensor) -> list[torch.Tensor]:
         """Features per scale, each ``(B, N, C_s, *spatial_s)``."""
@@ -389,7 +427,10 @@ class ISFLNet(nn.Module):
         Returns:
             the fused image ``(B, 1, *spatial)`` in [0, 1]; with ``return_maps`` a dict with
             ``fused``, ``gates`` (one ``(B, 1, *spatial_s)`` map per scale, finest first) and
-            ``contributions`` ``(B, N, *spatial)`` (per-modality share, sums to 1 over N).
+            ``contributions`` ``(B, N, *spatial)`` (per-modality share, sums to 1 over N: the finest
+            CFI mix for the synthesis head, the mean blend weights over the levels for the pyramid
+            head), and for the pyramid head ``weights`` (the blend weights of every level, on the
+            input padded to :attr:`size_multiple`).
         """
         if images.ndim != self.spatial_dims + 2:
             raise ValueError(
@@ -413,6 +454,36 @@ class ISFLNet(nn.Module):
             pads += [0, (-size) % self.size_multiple]
         padded = F.pad(images, pads) if any(pads) else images
 
+        maps = self._integrate(padded, modality)
+        if self.head_mode == "synthesis":
+            fused_scales = maps["features"]
+            x = fused_scales[-1]
+            for level in reversed(range(len(fused_scales) - 1)):
+                x = self.decoders[level](self.upsamplers[level](x) + fused_scales[level])
+            fused = torch.sigmoid(self.head(x))
+            contributions = maps["cfi_contributions"]
+        else:
+            fused = self.compose(padded, maps["weights"], maps["residual"])
+            contributions = self.mean_weights(maps["weights"])
+
+        crop = (slice(None), slice(None)) + tuple(slice(0, s) for s in spatial)
+        fused = fused[crop]
+        if not return_maps:
+            return fused
+        out = {
+            "fused": fused,
+            "gates": [
+                g[(slice(None), slice(None)) + tuple(slice(0, -(-s // 2**lv)) for s in spatial)]
+                for lv, g in enumerate(maps["gates"])
+            ],
+            "contributions": contributions[crop],
+        }
+        if self.head_mode == "pyramid":
+            out["weights"] = maps["weights"]  # on the padded grid, one map per pyramid level
+        return out
+
+    def _integrate(self, padded: torch.Tensor, modality: torch.Tensor) -> dict:
+        """Encode, integrate at every scale and, for the pyramid head, decide the blend weights."""
         per_scale = self.encode(padded, modality)
         fused_scales, gates, contributions = [], [], None
         for level, (integrator, features) in enumerate(zip(self.integrators, per_scale, strict=True)):
@@ -421,26 +492,57 @@ class ISFLNet(nn.Module):
             gates.append(gate)
             if level == 0:
                 contributions = contrib
-        x = fused_scales[-1]
-        for level in reversed(range(len(fused_scales) - 1)):
-            x = self.decoders[level](self.upsamplers[level](x) + fused_scales[level])
-        fused = torch.sigmoid(self.head(x))
+        maps = {"features": fused_scales, "gates": gates, "cfi_contributions": contributions}
+        if self.head_mode == "pyramid":
+            logits = None
+            weights: list[torch.Tensor] = []
+            for level in reversed(range(len(fused_scales))):
+                own, integrated = per_scale[level], fused_scales[level]
+                joint = torch.cat([own, integrated.unsqueeze(1).expand_as(own)], dim=2)
+                level_logits = self.selectors[level](joint.flatten(0, 1)).unflatten(0, own.shape[:2])[:, :, 0]
+                if logits is not None:  # coarse to fine: a scale refines the coarser scale's choice
+                    level_logits = level_logits + pyramid.upsample(logits, level_logits.shape[2:])
+                logits = level_logits
+                weights.insert(0, torch.softmax(level_logits.float(), dim=1).to(level_logits.dtype))
+            maps["weights"] = weights
+            maps["residual"] = self.residual(fused_scales[0]) if self.residual is not None else None
+        return maps
 
-        crop = (slice(None), slice(None)) + tuple(slice(0, s) for s in spatial)
-        fused = fused[crop]
-        if not return_maps:
-            return fused
-        return {
-            "fused": fused,
-            "gates": [
-                g[(slice(None), slice(None)) + tuple(slice(0, -(-s // 2**lv)) for s in spatial)]
-                for lv, g in enumerate(gates)
-            ],
-            "contributions": contributions[crop],
-        }
+    def blend_maps(
+        self, images: torch.Tensor, modalities: Sequence[str] | torch.Tensor
+    ) -> dict[str, list[torch.Tensor] | torch.Tensor | None]:
+        """The pyramid head's decision for ``images`` ``(B, N, *spatial)`` whose sizes are multiples of
+        :attr:`size_multiple`: ``weights`` (one ``(B, N, *spatial_s)`` map per level) and ``residual``
+        (``(B, 1, *spatial)`` before its bound, or ``None``). Sliding-window inference stitches these
+        and calls :meth:`compose` once on the whole image, so windows leave no seam in the blend."""
+        if self.head_mode != "pyramid":
+            raise ValueError("blend_maps needs head='pyramid'")
+        if any(n % self.size_multiple for n in images.shape[2:]):
+            raise ValueError(f"sizes {tuple(images.shape[2:])} are not multiples of {self.size_multiple}")
+        modality = modality_indices(modalities, self.modalities, images.shape[0], images.device)
+        maps = self._integrate(images, modality)
+        return {"weights": maps["weights"], "residual": maps["residual"]}
+
+    def compose(
+        self, images: torch.Tensor, weights: Sequence[torch.Tensor], residual: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The fused image ``(B, 1, *spatial)`` in [0, 1]: the weighted pyramid blend of ``images``, plus
+        the bounded residual when the network has one."""
+        fused = pyramid.blend(images.float(), [w.float() for w in weights])
+        if residual is not None:
+            fused = fused + self.init_args["residual"] * torch.tanh(residual.float())
+        return fused.clamp(0.0, 1.0)
+
+    @staticmethod
+    def mean_weights(weights: Sequence[torch.Tensor]) -> torch.Tensor:
+        """One contribution map per source at full resolution: the blend weights of every pyramid level,
+        upsampled and averaged (sums to 1 over the sources)."""
+        size = weights[0].shape[2:]
+        return torch.stack([pyramid.upsample(w.float(), size) for w in weights]).mean(dim=0)
 
     def extra_repr(self) -> str:
         return (
             f"spatial_dims={self.spatial_dims}, modalities={self.modalities}, features={self.features}, "
-            f"encoder={self.encoder_mode!r}, integrator={self.init_args['integrator']!r}"
+            f"encoder={self.encoder_mode!r}, integrator={self.init_args['integrator']!r}, "
+            f"head={self.head_mode!r}"
         )

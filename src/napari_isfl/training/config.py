@@ -56,6 +56,8 @@ class ModelConfig:
     encoder: str = "shared"
     integrator: str = "cfi"
     norm: str = "batch"
+    head: str = "synthesis"
+    residual: float = 0.0
 
     def __post_init__(self) -> None:
         if self.spatial_dims not in (2, 3):

@@ -86,6 +86,29 @@ class _Schedule:
         return 0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def _initialise_from(network: ISFLNet, checkpoint: str) -> list[str]:
+    """Copy a checkpoint's weights into ``network`` wherever names and shapes match, and return the names
+    that kept their fresh initialisation. Fine-tuning into the same architecture copies everything; into
+    another head (``synthesis`` -> ``pyramid``) the encoder and integrators carry over, the new head
+    starts fresh (the decoder of the old one is left out).
+
+    Raises:
+        ValueError: nothing of the checkpoint fits the network (another architecture).
+    """
+    from ..model.checkpoint import load_model
+
+    source = load_model(checkpoint, network.spatial_dims).network.state_dict()
+    target = network.state_dict()
+    matching = {k: v for k, v in source.items() if k in target and target[k].shape == v.shape}
+    if not matching:
+        raise ValueError(f"run.init {checkpoint}: none of its weights fit the configured network")
+    network.load_state_dict(matching, strict=False)
+    fresh = sorted(k for k in target if k not in matching)
+    if fresh:
+        print(f"init from {checkpoint}: {len(matching)} tensors copied, {len(fresh)} new", file=sys.stderr)
+    return fresh
+
+
 def _load_cases(sources: list, config: TrainingConfig) -> tuple[list[LoadedCase], list]:
     cases = cases_from_sources(sources, config.data.root) if sources else []
     return [load_case(c) for c in cases], cases
@@ -108,7 +131,8 @@ def _validation_fusion(
 
     if window == "whole":
         return forward(images)
-    from ..inference.windows import run_windows, window_plan
+    from ..inference.engine import fuse_tensor
+    from ..inference.windows import window_plan
 
     shape = images.shape[2:]
     multiple = int(network.size_multiple)
@@ -116,7 +140,8 @@ def _validation_fusion(
     padded = torch.nn.functional.pad(images, padding)
     roi_size = None if window == "auto" else list(crop_size or [])
     roi, overlaps, per_call = window_plan(padded.shape[2:], roi_size, 0.25, multiple, crop_size)
-    fused = run_windows(forward, padded, roi, overlaps, per_call, device).to(device)
+    modality = torch.tensor([network.modalities.index(m) for m in modalities], device=device)
+    fused = fuse_tensor(network, padded, modality, roi, overlaps, per_call, amp=amp)["fused"].to(device)
     return fused[(slice(None), slice(None), *(slice(0, n) for n in shape))]
 
 
@@ -233,9 +258,7 @@ def train(
     val_cases = val_cases[: int(data_cfg.val_max_cases or len(val_cases))]
     network = ISFLNet(**dataclasses.asdict(config.model)).to(device)
     if run_cfg.init:  # fine-tune: start from a model checkpoint's weights with a fresh optimizer
-        from ..model.checkpoint import load_model
-
-        network.load_state_dict(load_model(run_cfg.init, network.spatial_dims).network.state_dict())
+        _initialise_from(network, run_cfg.init)
     criterion = ISFLLoss(network.spatial_dims, config.loss).to(device)
     interventions = Interventions(config.interventions)
     optimizer = torch.optim.AdamW(network.parameters(), lr=optim_cfg.lr, weight_decay=optim_cfg.weight_decay)

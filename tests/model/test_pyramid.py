@@ -1,0 +1,124 @@
+"""The pyramid head: a per-scale weighted Laplacian-pyramid blend of the sources, 2D and 3D, odd sizes.
+
+What makes it worth having is tested directly: it reconstructs, it can only show the sources (identical
+sources come back unchanged whatever the weights), its weights are convex, and windows leave no seam."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from core_helpers import SHAPES, phantom_stack, tiny_net
+from napari_isfl.inference import FusionEngine
+from napari_isfl.model import pyramid
+from napari_isfl.model.checkpoint import load_model, save_checkpoint
+from napari_isfl.model.network import ISFLNet
+
+
+@pytest.mark.parametrize("shape", [(37, 50), (17, 22, 13), (8, 9), (3, 5, 4)])
+def test_pyramid_reconstructs_exactly(shape) -> None:
+    images = torch.rand(2, 3, *shape, dtype=torch.float64)
+    for levels in (1, 2, 3, 4):
+        bands = pyramid.laplacian_pyramid(images, levels)
+        assert len(bands) == levels
+        assert [tuple(b.shape[2:]) for b in bands] == [
+            tuple(-(-n // 2**s) for n in shape) for s in range(levels)
+        ]
+        torch.testing.assert_close(pyramid.collapse(bands), images)
+
+
+def _random_weights(batch: int, count: int, shape, levels: int, seed: int) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return [
+        torch.softmax(4 * torch.randn(batch, count, *(-(-n // 2**s) for n in shape), generator=generator), 1)
+        for s in range(levels)
+    ]
+
+
+@pytest.mark.parametrize("shape", [(37, 50), (17, 22, 13)])
+def test_blend_of_identical_sources_is_that_source(shape) -> None:
+    """Whatever the weights: nothing that is not in the sources can appear."""
+    source = torch.rand(1, 1, *shape, dtype=torch.float64)
+    weights = [w.double() for w in _random_weights(1, 3, shape, 3, seed=1)]
+    fused = pyramid.blend(source.expand(1, 3, *shape), weights)
+    torch.testing.assert_close(fused, source)
+
+
+def test_one_hot_weights_select_a_source_and_bad_weights_are_refused() -> None:
+    images = torch.rand(1, 2, 20, 24)
+    one_hot = [torch.zeros(1, 2, 20 // 2**s, 24 // 2**s) for s in range(3)]
+    for w in one_hot:
+        w[:, 1] = 1.0
+    torch.testing.assert_close(pyramid.blend(images, one_hot), images[:, 1:])
+    with pytest.raises(ValueError, match="pyramid band"):
+        pyramid.blend(images, [torch.ones(1, 2, 20, 24), torch.ones(1, 2, 9, 12), torch.ones(1, 2, 5, 6)])
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_untrained_pyramid_head_is_the_mean_and_its_weights_are_convex(dims) -> None:
+    net = tiny_net(dims, head="pyramid").eval()
+    images = torch.rand(2, 3, *SHAPES[dims])
+    with torch.no_grad():
+        out = net(images, ["mri", "ct", "pet"], return_maps=True)
+    torch.testing.assert_close(out["fused"], images.mean(dim=1, keepdim=True), atol=1e-5, rtol=0)
+    assert out["contributions"].shape == (2, 3, *SHAPES[dims])
+    torch.testing.assert_close(out["contributions"].sum(dim=1), torch.ones(2, *SHAPES[dims]))
+    for weights in out["weights"]:
+        assert (weights >= 0).all()
+        torch.testing.assert_close(weights.sum(dim=1), torch.ones_like(weights[:, 0]))
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_trained_looking_head_only_shows_the_sources(dims) -> None:
+    """Random selector weights (a head that prefers some source somewhere): identical inputs still come
+    back unchanged, and the fused image stays within the sources' range up to the pyramid's overshoot."""
+    net = tiny_net(dims, head="pyramid")
+    with torch.no_grad():
+        for selector in net.selectors:
+            selector.conv.weight.normal_(0, 1.0)
+    net.eval()
+    source = torch.rand(1, 1, *SHAPES[dims])
+    with torch.no_grad():
+        same = net(source.expand(1, 2, *SHAPES[dims]), ["mri", "ct"])
+        mixed = net(torch.rand(1, 2, *SHAPES[dims]), ["mri", "ct"], return_maps=True)
+    torch.testing.assert_close(same, source, atol=1e-5, rtol=0)
+    assert not torch.allclose(mixed["weights"][0], torch.full_like(mixed["weights"][0], 0.5))
+
+
+def test_residual_is_bounded_and_needs_the_pyramid_head() -> None:
+    net = tiny_net(2, head="pyramid", residual=0.05)
+    with torch.no_grad():
+        net.residual.conv.bias.fill_(100.0)  # saturate the residual: it adds at most 0.05
+    net.eval()
+    images = torch.full((1, 2, 16, 16), 0.5)
+    with torch.no_grad():
+        assert float(net(images, ["mri", "ct"]).max()) == pytest.approx(0.55, abs=1e-5)
+    with pytest.raises(ValueError, match="residual"):
+        ISFLNet(2, head="synthesis", residual=0.1)
+    with pytest.raises(ValueError, match="head"):
+        ISFLNet(2, head="decoder")
+
+
+def test_checkpoint_round_trip_keeps_the_head(tmp_path) -> None:
+    net = tiny_net(3, head="pyramid", residual=0.02)
+    loaded = load_model(save_checkpoint(tmp_path / "p.pt", net), 3)
+    assert loaded.network.head_mode == "pyramid" and loaded.network.init_args["residual"] == 0.02
+    for key, value in net.state_dict().items():
+        torch.testing.assert_close(loaded.network.state_dict()[key], value)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_windows_blend_the_weights_not_the_images(dims, tmp_path) -> None:
+    """In sliding windows the weights are stitched and the blend runs once: with a head whose weights
+    do not depend on the window (the untrained mean), windowed and whole-image fusions agree."""
+    path = save_checkpoint(tmp_path / "p.pt", tiny_net(dims, head="pyramid"))
+    shape = (70, 64) if dims == 2 else (36, 28, 33)
+    images = phantom_stack(shape, 2)
+    engine = FusionEngine(str(path), "cpu")
+    whole = engine.fuse(images, ["mri", "ct"], roi_size=max(shape) * 2, contributions=True)
+    windowed = engine.fuse(images, ["mri", "ct"], roi_size=16, overlap=0.25, contributions=True)
+    assert windowed.provenance["windows"] > 4 and whole.provenance["windows"] == 1
+    assert windowed.provenance["parameters"]["head"] == "pyramid"
+    np.testing.assert_allclose(windowed.fused, whole.fused, atol=1e-5)
+    np.testing.assert_allclose(windowed.contributions, whole.contributions, atol=1e-5)
