@@ -21,8 +21,9 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"optim.max_steps={args.max_steps}")
     if args.max_minutes:
         overrides.append(f"optim.max_minutes={args.max_minutes}")
-    if args.init:
-        overrides.append(f"run.init={Path(args.init).resolve()}")
+    if args.init:  # a shipped model's name as is; a file by its absolute path (runs may change folder)
+        init = Path(args.init).expanduser()
+        overrides.append(f"run.init={init.resolve() if init.exists() else args.init}")
     config = load_config(args.config, overrides)
     if args.data_root:  # after the file: a config file's relative root is resolved against its folder
         config.data.root = str(Path(args.data_root).resolve())
@@ -55,7 +56,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", help="auto, cpu, cuda, cuda:N (run.device)")
     parser.add_argument("--max-steps", type=int, help="optim.max_steps")
     parser.add_argument("--max-minutes", type=float, help="stop after this wall time (optim.max_minutes)")
-    parser.add_argument("--init", help="start from this model checkpoint's weights (fine-tuning)")
+    parser.add_argument(
+        "--init",
+        help="start from this model's weights (fine-tuning): a shipped name (isfl-2d, isfl-3d) or a "
+        "checkpoint; into another head, the weights that fit are copied",
+    )
     parser.add_argument("--data-root", help="folder the data sources are relative to (data.root)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run)
