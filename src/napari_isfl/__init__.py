@@ -41,6 +41,7 @@ _LAZY = {
     "read_image": "io",
     "write_image": "io",
     "fuse_layers": "plugin.layers",
+    "fuse_cohort": "cohort.run",
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -52,6 +53,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .cohort.run import fuse_cohort  # noqa: F401
     from .inference.engine import FusionCancelled, FusionEngine, FusionResult, fuse  # noqa: F401
     from .inference.files import fuse_files  # noqa: F401
     from .io import read_image, write_image  # noqa: F401

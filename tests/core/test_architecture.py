@@ -28,6 +28,7 @@ LAYERS = {
     "inference": "inference",
     "training": "training",
     "evaluation": "evaluation",
+    "cohort": "cohort",
     "cli": "cli",
     "plugin": "plugin",
 }
@@ -39,9 +40,10 @@ ALLOWED = {
     "training": {"base", "model", "inference"},
     "evaluation": {"base", "model", "inference"},
     "plugin": {"base", "model", "inference"},
-    "cli": {"base", "model", "inference", "training", "evaluation"},
+    "cohort": {"base", "model", "inference"},
+    "cli": {"base", "model", "inference", "training", "evaluation", "cohort"},
 }
-CORE_LAYERS = ("base", "model", "inference", "training", "evaluation", "cli")
+CORE_LAYERS = ("base", "model", "inference", "training", "evaluation", "cohort", "cli")
 GUI_MODULES = ("napari", "qtpy", "magicgui", "superqt", "PyQt5", "PyQt6", "PySide2", "PySide6", "vispy")
 
 

@@ -25,6 +25,7 @@ SUBCOMMAND_MODULES = (
     "napari_isfl.cli.evaluate",
     "napari_isfl.cli.demo",
     "napari_isfl.cli.benchmark",
+    "napari_isfl.cli.cohort",
 )
 
 
