@@ -146,3 +146,16 @@ def test_bids_errors(tmp_path: Path) -> None:
         bids_manifest(tmp_path, ["T1w", "flair"])
     with pytest.raises(ValueError, match="give a suffix"):
         bids_manifest(tmp_path, ["T1w", "bad-entity-"])
+
+
+@pytest.mark.parametrize(
+    "name", ["napari_isfl.cohort.manifest", "napari_isfl.cohort.resume", "napari_isfl.cohort.run"]
+)
+def test_docstring_examples_run(name: str) -> None:
+    import doctest
+    import importlib
+
+    result = doctest.testmod(
+        importlib.import_module(name), optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+    )
+    assert result.attempted > 0 and result.failed == 0
