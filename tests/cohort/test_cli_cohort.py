@@ -117,3 +117,11 @@ def test_signals_stop_a_real_run_cleanly(
     done = len(list(out.glob("*/provenance.json")))
     assert main(["cohort", str(manifest), *options, "-q"]) == 0
     assert _statuses(out).count("skipped") == done
+
+
+def test_missing_dask_names_the_extra(capsys, monkeypatch, tmp_path: Path) -> None:
+    manifest = write_cohort(tmp_path, bad=False)
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import raises ImportError
+    assert main(["cohort", str(manifest), "-o", str(tmp_path / "out"), "-q"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and 'pip install "napari-isfl[cohort]"' in err[0]

@@ -158,3 +158,23 @@ def test_error_lines() -> None:
     assert error_line(ValueError("a.nii: bad\nmore")) == "a.nii: bad"
     assert error_line(KeyError("x")) == "KeyError: 'x'"
     assert error_line(RuntimeError()) == "RuntimeError"
+
+
+def test_each_worker_picks_its_device(monkeypatch) -> None:
+    """auto/cuda: local worker i on cuda:(i mod count) with several GPUs, the one visible GPU otherwise
+    (a SLURM or Kubernetes worker named by a string), CPU for auto without CUDA; explicit names kept."""
+    import torch
+
+    from napari_isfl.cohort.run import _visible_gpus
+    from napari_isfl.cohort.worker import worker_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    assert [worker_device("auto", i) for i in range(4)] == ["cuda:0", "cuda:1", "cuda:2", "cuda:0"]
+    assert worker_device("cuda", "SLURMCluster-3") == "cuda" and worker_device("cuda:2", 0) == "cuda:2"
+    assert worker_device("cpu", 1) == "cpu"
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert worker_device("auto", 5) == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert worker_device("auto", 0) == "cpu" and worker_device("cuda", 0) == "cuda"
+    assert _visible_gpus("cpu") == 0 and _visible_gpus("cuda:1") == 1
