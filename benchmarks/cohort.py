@@ -167,6 +167,7 @@ def plot(rows: list[dict], path: Path) -> Path:
     ax.set_xlabel("workers")
     ax.set_ylabel("cases per minute (8 real 240x240x155 cases)")
     ax.set_xticks(sorted({r["workers"] for r in rows}))
+    ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title("isfl cohort throughput", fontsize=10)
