@@ -178,3 +178,24 @@ def test_each_worker_picks_its_device(monkeypatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert worker_device("auto", 0) == "cpu" and worker_device("cuda", 0) == "cuda"
     assert _visible_gpus("cpu") == 0 and _visible_gpus("cuda:1") == 1
+
+
+def test_a_2d_case_of_png_images(tmp_path: Path, tiny_checkpoint_2d: Path) -> None:
+    """PNG inputs give a PNG fused image (and stability map), then a skip on the rerun."""
+    from PIL import Image
+
+    from core_helpers import phantom
+
+    paths = []
+    for index in range(2):
+        path = tmp_path / f"slice_{index}.png"
+        Image.fromarray((255 * phantom((40, 48), seed=index)).astype(np.uint8)).save(path)
+        paths.append(path)
+    case = CohortCase("s01", tuple(paths), ("mri", "mri"))
+    settings = _settings(tmp_path, tiny_checkpoint_2d, stability=True, stability_passes=2)
+    outcome = run_case(case, settings)
+    assert outcome.status == "done", outcome.error
+    assert outcome.outputs == {"fused": "s01/fused.png", "stability": "s01/stability.png"}
+    with Image.open(tmp_path / "out" / "s01" / "fused.png") as fused:
+        assert fused.size == (48, 40)
+    assert run_case(case, settings).status == "skipped"
