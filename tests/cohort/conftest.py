@@ -3,6 +3,7 @@ need *a* cluster (its start and the workers' torch import cost seconds)."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Iterator
 
@@ -23,4 +24,6 @@ def cluster_client() -> Iterator[object]:
         ) as cluster,
         distributed.Client(cluster) as client,
     ):
+        # the workers' torch/MONAI import (seconds) belongs to the fixture, not to the first test
+        client.run(importlib.import_module, "napari_isfl.inference.engine")
         yield client

@@ -105,9 +105,9 @@ def test_signals_stop_a_real_run_cleanly(
     _, err = process.communicate(timeout=120)
     assert process.returncode == status, err[-2000:]
     last = err.strip().splitlines()[-1]
-    assert last.startswith(
-        "isfl cohort: interrupted" if signum == signal.SIGINT else "isfl cohort: terminated"
-    )
+    word = "interrupted" if signum == signal.SIGINT else "terminated"
+    assert last.startswith(f"isfl cohort: {word}: ")
+    assert " pending; finished cases are kept and a rerun skips them" in last
     statuses = _statuses(out)
     assert len(statuses) == 16 and "pending" in statuses
     for folder in [out, *[p for p in out.iterdir() if p.is_dir()]]:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import signal
 import sys
 import threading
+from pathlib import Path
 
 
 class _Terminated(KeyboardInterrupt):
@@ -14,6 +16,17 @@ class _Terminated(KeyboardInterrupt):
 
 def _raise_terminated(number: int, frame: object) -> None:
     raise _Terminated()
+
+
+def _counts(summary: Path) -> str:
+    """``": 3 done, 1 failed, 12 pending"`` from the summary the interrupted run wrote ("" without one)."""
+    try:
+        with open(summary, newline="") as handle:
+            statuses = [row["status"] for row in csv.DictReader(handle)]
+    except (OSError, KeyError, csv.Error):
+        return ""
+    counts = {s: statuses.count(s) for s in ("done", "skipped", "failed", "pending") if statuses.count(s)}
+    return (": " + ", ".join(f"{n} {s}" for s, n in counts.items())) if counts else ""
 
 
 def _tags(text: str | None) -> list[str] | None:
@@ -68,9 +81,10 @@ def run(args: argparse.Namespace) -> int:
         )
     except KeyboardInterrupt as interrupt:
         terminated = isinstance(interrupt, _Terminated)
+        summary = Path(args.output_dir) / "summary.csv"
         print(
-            f"isfl cohort: {'terminated' if terminated else 'interrupted'}; finished cases are kept and a "
-            f"rerun skips them (summary: {args.output_dir}/summary.csv)",
+            f"isfl cohort: {'terminated' if terminated else 'interrupted'}{_counts(summary)}; finished cases "
+            f"are kept and a rerun skips them (summary: {summary})",
             file=sys.stderr,
         )
         return 143 if terminated else 130
