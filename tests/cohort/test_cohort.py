@@ -253,3 +253,33 @@ def test_argument_checks_and_worker_count_rule(tmp_path: Path, monkeypatch) -> N
     assert default_worker_count("cpu", cases=100, available_gb=0.5) == 1
     monkeypatch.setattr(run, "_visible_gpus", lambda device: 2)
     assert default_worker_count("auto", cases=100, available_gb=64.0) == 2
+
+
+def test_two_concurrent_runs_share_a_cluster(
+    tmp_path: Path, first_run, cluster_client, tiny_checkpoint_3d
+) -> None:
+    """Two cohorts run at once on one cluster (two notebook threads, or two users): each keeps its own
+    worker plugin (neither replaces nor removes the other's) and both finish."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, manifest, _, _ = first_run
+
+    def run(name: str):
+        return fuse_cohort(
+            manifest,
+            tmp_path / name,
+            client=cluster_client,
+            model=tiny_checkpoint_3d,
+            device="cpu",
+            progress=False,
+        )
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(run, ["a", "b"]))
+    for result in results:
+        assert [o.status for o in result.outcomes] == ["done"] * 4 + ["failed"]
+    assert not any(name.startswith("isfl-cohort-") for name in cluster_client.run(_plugin_names).popitem()[1])
+
+
+def _plugin_names(dask_worker) -> list[str]:
+    return list(dask_worker.plugins)

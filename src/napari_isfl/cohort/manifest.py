@@ -224,7 +224,7 @@ def _bids_entities(file_name: str) -> tuple[dict[str, str], str] | None:
 def _parse_input_spec(spec: str) -> tuple[dict[str, str], str]:
     """``"T1w"`` -> ``({}, "T1w")``; ``"acq-mprage_T1w"`` -> ``({"acq": "mprage"}, "T1w")``."""
     parsed = _bids_entities(spec.strip() + ".nii.gz")
-    if parsed is None or not parsed[1]:
+    if parsed is None or not parsed[1].isalnum():  # BIDS suffixes are alphanumeric
         raise ValueError(
             f"BIDS input {spec!r}: give a suffix (T1w, FLAIR, pet), optionally after entities that select "
             "one file, e.g. acq-mprage_T1w or ce-gadolinium_T1w"

@@ -358,6 +358,7 @@ def fuse_cohort(
         amp=amp,
         crop_foreground=crop_foreground,
         force=force,
+        run_id=uuid.uuid4().hex,
     )
     summary_path = output_dir / SUMMARY_NAME
     outcomes = {case.name: CaseOutcome(case.name, "pending") for case in case_list}
@@ -376,68 +377,87 @@ def fuse_cohort(
     with _output_lock(output_dir):
         if not runnable:
             return finish()
-        owned_cluster = None
+        cluster = None
         if client is None and scheduler is None:
             count = workers or default_worker_count(device, len(runnable), threads or 1)
+            # workers inherit an ignored SIGINT (a Python handler is not inherited): Ctrl-C in a terminal
+            # reaches the whole process group, and only this process should act on it. A Ctrl-C during
+            # these seconds of start-up is therefore ignored.
             with _sigint_ignored():
-                owned_cluster = distributed.LocalCluster(
+                cluster = distributed.LocalCluster(
                     n_workers=count,
                     threads_per_worker=1,
                     processes=True,
-                    dashboard_address=None,
+                    dashboard_address=":0",  # a free port: never clash with another cluster
                     silence_logs=logging.ERROR,
                     # one retry: a case that kills its worker (out of memory) should not do so 4 times
                     scheduler_kwargs={"allowed_failures": 1},
                 )
+        session = _Session(client, cluster, settings.plugin_name)
         try:
-            if owned_cluster is not None:
-                client = distributed.Client(owned_cluster)
+            if cluster is not None:
+                session.client = distributed.Client(cluster)
             elif client is None:
-                client = _connect(distributed, scheduler)
+                session.client = _connect(distributed, scheduler)
+            client = session.client
             result.workers = len(client.scheduler_info(n_workers=-1).get("workers", {}))
-        except BaseException:
-            if owned_cluster is not None:
-                owned_cluster.close()
-            raise
-        plugin_name = settings.plugin_name
-        futures = {}
-        try:
-            client.register_plugin(CohortWorkerPlugin(model, settings.device, threads), name=plugin_name)
+            client.register_plugin(CohortWorkerPlugin(model, settings.device, threads), name=session.plugin)
+            # a bad device or model stops the run here, before any case (no summary: nothing ran)
             client.submit(probe_worker, settings, pure=False).result()
-            token = uuid.uuid4().hex[:8]
-            futures = {
-                client.submit(run_case, case, settings, key=f"isfl-cohort-{case.name}-{token}"): case
-                for case in runnable
-            }
-            _collect(distributed, futures, outcomes, summary_path, case_list, progress, len(case_list))
         except BaseException:
             with _signals_deferred():
-                _stop(client, owned_cluster, futures, plugin_name)
+                session.stop()
+            raise
+        try:
+            session.futures = {
+                client.submit(
+                    run_case, case, settings, key=f"isfl-cohort-{case.name}-{settings.run_id[:8]}"
+                ): case
+                for case in runnable
+            }
+            _collect(distributed, session.futures, outcomes, summary_path, case_list, progress)
+        except BaseException:
+            with _signals_deferred():
+                session.stop()
                 for case in runnable:  # a worker stopped mid-write leaves a staging file
                     if outcomes[case.name].status == "pending":
                         remove_temporaries(output_dir / case.name)
                         with contextlib.suppress(OSError):
-                            (output_dir / case.name).rmdir()  # only if empty: made for this run
+                            (output_dir / case.name).rmdir()  # only if empty: nothing of it was written
                 finish()
             raise
-        _stop(client, owned_cluster, {}, plugin_name)
+        session.stop()
         return finish()
 
 
-def _stop(client, owned_cluster, futures: dict, plugin_name: str) -> None:
-    """Cancel what is left and close a cluster this run started; on a cluster that outlives the run,
-    remove the plugin (and with it each worker's model)."""
-    with contextlib.suppress(Exception):
-        if futures:
-            client.cancel(list(futures))
-    if owned_cluster is not None:
-        with contextlib.suppress(Exception):
-            client.close()
-        with contextlib.suppress(Exception):
-            owned_cluster.close()
-    else:
-        with contextlib.suppress(Exception):
-            client.unregister_worker_plugin(plugin_name)
+class _Session:
+    """The Dask side of one run: the client (ours, or the caller's), a local cluster it started, the
+    plugin it registered and its tasks; :meth:`stop` undoes exactly what the run set up."""
+
+    def __init__(self, given_client, cluster, plugin: str) -> None:
+        self.client = given_client
+        self.own_client = given_client is None
+        self.cluster = cluster
+        self.plugin = plugin
+        self.futures: dict = {}
+
+    def stop(self) -> None:
+        """Cancel what is left; on a cluster that outlives the run remove the plugin (and with it each
+        worker's model); close the client and the cluster this run started. Never raises."""
+        client = self.client
+        if client is not None:
+            with contextlib.suppress(Exception):
+                if self.futures:
+                    client.cancel(list(self.futures))
+            if self.cluster is None:
+                with contextlib.suppress(Exception):
+                    client.unregister_worker_plugin(self.plugin)
+            if self.own_client:
+                with contextlib.suppress(Exception):
+                    client.close()
+        if self.cluster is not None:
+            with contextlib.suppress(Exception):
+                self.cluster.close()
 
 
 def _collect(
@@ -447,15 +467,23 @@ def _collect(
     summary_path: Path,
     case_list: list[CohortCase],
     progress: bool | Callable[[CaseOutcome], None],
-    total: int,
 ) -> None:
     """Gather outcomes as tasks complete; show progress; rewrite the summary now and then."""
     bar = None
     if progress is True:
         from tqdm import tqdm
 
-        bar = tqdm(total=total, unit="case", desc="isfl cohort", file=sys.stderr, dynamic_ncols=True)
-        bar.update(total - len(futures))  # cases failed before any task
+        # in a batch job's log (no terminal) a line every 30 s, not every tenth of a second
+        interval = 0.1 if sys.stderr.isatty() else 30.0
+        bar = tqdm(
+            total=len(case_list),
+            unit="case",
+            desc="isfl cohort",
+            file=sys.stderr,
+            dynamic_ncols=True,
+            mininterval=interval,
+        )
+        bar.update(len(case_list) - len(futures))  # cases failed before any task
     last_summary = time.monotonic()
     try:
         for future in distributed.as_completed(list(futures)):

@@ -36,6 +36,7 @@ class CohortSettings:
         crop_foreground: run the network on the foreground box only.
         seed: seed of the stability map's interventions.
         force: redo every case, even one whose outputs match.
+        run_id: names this run's worker plugin, so concurrent runs on one cluster keep their own.
     """
 
     output_dir: str
@@ -52,6 +53,7 @@ class CohortSettings:
     crop_foreground: bool = True
     seed: int = 0
     force: bool = False
+    run_id: str = ""
 
     def parameters(self) -> dict:
         """The fusion parameters a case's outputs depend on (compared on resume; the model is compared
@@ -87,9 +89,9 @@ class CohortSettings:
 
     @property
     def plugin_name(self) -> str:
-        """The worker plugin's name: one per model, device and thread budget, so two runs with other
-        models can share a cluster."""
-        key = json.dumps([self.model, self.device, self.threads])
+        """The worker plugin's name: one per run (two runs sharing a cluster must not replace or remove
+        each other's plugin) and per model, device and thread budget."""
+        key = json.dumps([self.run_id, self.model, self.device, self.threads])
         return "isfl-cohort-" + hashlib.sha1(key.encode()).hexdigest()[:12]
 
 

@@ -3,10 +3,11 @@ that fuses (or skips) one case.
 
 The plugin is registered once per run; each worker sets it up when it joins (its torch thread budget,
 its device) and loads the model on its first case only, so tasks carry a case's file names and the
-settings, never weights. A worker fuses one case at a time (a lock), which bounds its memory to one
-case whatever its Dask thread count; its torch threads default to that thread count, so N workers do
-not oversubscribe the cores. :func:`run_case` never raises for a bad case: it returns a ``failed``
-:class:`~napari_isfl.cohort.settings.CaseOutcome` with the one-line reason.
+settings, never weights. A worker process fuses one case at a time (a process-wide lock, shared by
+concurrent runs), which bounds its memory to one case whatever its Dask thread count; its torch threads
+default to that thread count, so N workers do not oversubscribe the cores. :func:`run_case` never
+raises for a bad case: it returns a ``failed`` :class:`~napari_isfl.cohort.settings.CaseOutcome` with
+the one-line reason.
 
 Imports Dask's ``distributed`` (the ``cohort`` extra) at module level; torch only inside functions.
 """
@@ -38,6 +39,9 @@ __all__ = ["CohortWorkerPlugin", "error_line", "probe_worker", "run_case", "work
 
 #: plugins of processes that are not Dask workers (a task run in the client, tests), by plugin name
 _LOCAL_PLUGINS: dict[str, CohortWorkerPlugin] = {}
+#: one case at a time per process, whatever the Dask thread count and however many runs share the worker:
+#: a worker's memory is bounded by one case
+CASE_LOCK = threading.Lock()
 
 
 def worker_device(device: str, worker_name: object = None) -> str:
@@ -80,7 +84,6 @@ class CohortWorkerPlugin(WorkerPlugin):
         self.worker_name = str(worker.name) if worker is not None else "local"
         self.device_name = worker_device(self.device, worker.name if worker is not None else None)
         self.engine_id = f"{self.worker_name}-{uuid.uuid4().hex[:8]}"
-        self.lock = threading.Lock()  # one case at a time: memory bounded by one case
         self._engine = None
 
     def engine(self):
@@ -130,7 +133,7 @@ def probe_worker(settings: CohortSettings) -> dict:
     ``"default"`` loads. Raises what a bad device or model raises, so a run with a typo stops at once
     rather than failing every case."""
     plugin = _plugin(settings)
-    with plugin.lock:
+    with CASE_LOCK:
         engine = plugin.engine()
         info = {"device": str(engine.device), "worker": plugin.worker_name, "threads": plugin.torch_threads}
         if settings.model != "default":
@@ -165,7 +168,7 @@ def run_case(case: CohortCase, settings: CohortSettings) -> CaseOutcome:
         outcome.seconds = 0.0
         return outcome
     try:
-        with plugin.lock:
+        with CASE_LOCK:
             remove_temporaries(case_dir)  # left by a worker killed while writing this case
             engine = plugin.engine()
             outcome.device = str(engine.device)
