@@ -14,9 +14,12 @@ Conventions (applied here and nowhere else):
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import tempfile
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +30,9 @@ __all__ = [
     "ImageData",
     "atomic_write",
     "atomic_write_all",
+    "check_affine",
+    "signals_held",
+    "split_colour",
     "image_suffix",
     "image_writer",
     "read_image",
@@ -105,6 +111,25 @@ def ycbcr_to_rgb(ycbcr: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(np.stack([r, g, b], axis=-1)), 0, 255).astype(np.uint8)
 
 
+def split_colour(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Luminance and chroma of ``(..., 3|4)`` colour pixels, on the 0..255 scale: 8-bit values as they
+    are, floats in [0, 1] scaled by 255 (an alpha channel is ignored).
+
+    Returns:
+        ``(Y (...), CbCr (2, ...))``, float32.
+
+    Examples:
+        >>> y, chroma = split_colour(np.array([[[255, 0, 0]]], dtype=np.uint8))
+        >>> round(float(y[0, 0]), 2), chroma.shape
+        (76.24, (2, 1, 1))
+    """
+    rgb = np.asarray(pixels)[..., :3]
+    if np.issubdtype(rgb.dtype, np.floating) and rgb.size and float(rgb.max()) <= 1.0:
+        rgb = rgb * 255.0
+    ycbcr = rgb_to_ycbcr(rgb)
+    return ycbcr[0], ycbcr[1:]
+
+
 def _from_rgb(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     """Grey array, or luminance plus chroma for a colour image (an RGB file holding grey is grey)."""
     if pixels.ndim == 3 and pixels.shape[-1] in (3, 4):
@@ -124,6 +149,10 @@ def read_image(path: str | os.PathLike) -> ImageData:
         ValueError: an unsupported type, an unreadable file, or a 4D volume (with the fix).
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(
+            f"{path} is a folder, not an image file; give a NIfTI (.nii, .nii.gz), PNG/JPEG/BMP or TIFF file"
+        )
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     suffix = image_suffix(path)
@@ -154,6 +183,26 @@ def read_image(path: str | os.PathLike) -> ImageData:
     )
 
 
+def check_affine(affine: np.ndarray, path: str | os.PathLike) -> None:
+    """Refuse a voxel-to-world matrix that places no voxel anywhere: NaN/Inf entries, or a singular
+    linear part (a zero or non-finite voxel size, collinear axes).
+
+    Raises:
+        ValueError: naming the file, what is wrong, and the fix.
+    """
+    matrix = np.asarray(affine, dtype=float)
+    fix = "fix the header's sform/qform (e.g. nibabel's set_sform, fslorient) or re-export the image"
+    if not np.isfinite(matrix).all():
+        raise ValueError(f"{path}: the voxel-to-world matrix (sform/qform) holds NaN or Inf; {fix}")
+    linear = matrix[:3, :3]
+    spacing = np.linalg.norm(linear, axis=0)
+    if (spacing <= 0).any() or abs(np.linalg.det(linear)) < 1e-12 * max(float(np.prod(spacing)), 1e-300):
+        raise ValueError(
+            f"{path}: the voxel-to-world matrix (sform/qform) is singular (voxel sizes "
+            f"{tuple(float(v) for v in np.round(spacing, 6))} mm); {fix}"
+        )
+
+
 def _read_nifti(path: Path) -> ImageData:
     import nibabel as nib
 
@@ -163,6 +212,12 @@ def _read_nifti(path: Path) -> ImageData:
         raise ValueError(
             f"{path}: 4D volume of shape {shape} ({int(np.prod(shape[3:]))} volumes); fusion takes one 3D "
             "volume per input: extract one first (e.g. nibabel.funcs.four_to_three or fslroi)"
+        )
+    check_affine(img.affine, path)
+    if img.get_data_dtype().names is not None:
+        raise ValueError(
+            f"{path}: an RGB NIfTI ({img.get_data_dtype()}) holds colour, not one intensity per voxel; "
+            "convert it to grey (e.g. its luminance) or fuse one channel"
         )
     # unscaled data keeps its stored dtype (int16 stays int16); scaled data becomes float32, not float64
     proxy = img.dataobj
@@ -195,12 +250,28 @@ def _temp_path_beside(path: str | os.PathLike) -> Path:
     return Path(tmp)
 
 
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back until the block ends (they are delivered then), on the main thread of
+    POSIX systems; elsewhere a no-op. Used around the renames that put staged outputs in place."""
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def atomic_write_all(writes: Mapping[str | os.PathLike, Callable[[Path], object]]) -> list[Path]:
     """Call each ``write(tmp_path)`` on a temporary file beside its path, then rename all of them onto
     their paths, only once every write has succeeded.
 
-    The temporary names keep the suffix (writers pick their format from it). On any error every
-    temporary file is removed and every existing path is left untouched.
+    The temporary names keep the suffix (writers pick their format from it). On any error or interruption
+    (Ctrl-C, and SIGTERM under :func:`~napari_isfl.outputs.terminate_as_interrupt`) every temporary file is
+    removed and every existing path is left untouched; the renames themselves run with SIGINT and SIGTERM
+    held back, so an interruption cannot fall between them.
     """
     staged: dict[Path, Path] = {}
     try:
@@ -209,8 +280,9 @@ def atomic_write_all(writes: Mapping[str | os.PathLike, Callable[[Path], object]
             staged[path] = tmp = _temp_path_beside(path)
             write(tmp)
             os.chmod(tmp, _mode_for(path))  # mkstemp gives 0600; a writer may also replace the file
-        for path, tmp in staged.items():
-            os.replace(tmp, path)
+        with signals_held():
+            for path, tmp in staged.items():
+                os.replace(tmp, path)
     finally:
         for tmp in staged.values():
             tmp.unlink(missing_ok=True)

@@ -35,6 +35,8 @@ MODALITIES: tuple[str, ...] = ("mri", "ct", "pet", "spect")
 FUNCTIONAL_MODALITIES = ("pet", "spect")
 
 _METHODS = ("percentile", "window", "robust_max", "minmax", "none")
+#: the largest magnitude normalisation accepts: differences of such values still fit in float32
+FLOAT32_SAFE = 1e37
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,14 @@ def normalize_intensity(
     if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
         bad = int((~np.isfinite(data)).sum())
         raise ValueError(f"{name}: contains {bad} NaN/Inf voxels; replace them (e.g. numpy.nan_to_num) first")
+    if data.size and np.issubdtype(data.dtype, np.floating) and data.dtype.itemsize > 4:
+        largest = float(np.abs(data).max())
+        if largest > FLOAT32_SAFE:  # normalisation runs in float32: its range would overflow
+            raise ValueError(
+                f"{name}: values up to {largest:.3g} are too large to normalise (the fusion works in "
+                f"float32, up to about {FLOAT32_SAFE:.0e}); rescale the image (e.g. divide by a constant) "
+                "first"
+            )
     # a constant image has nothing to fuse, unless the caller vouches that it is already in [0, 1]
     # (method "none": e.g. a deliberately zeroed modality in the robustness benchmark)
     if data.size == 0 or (data.min() == data.max() and not (spec is not None and spec.method == "none")):

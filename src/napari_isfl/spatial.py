@@ -145,7 +145,8 @@ def resample_to_grid(
 
     Each target voxel ``v`` samples the source at ``inv(source_matrix) @ target_matrix @ v`` (both
     matrices data-to-world, ``(D+1, D+1)``). Outside the source's field of view the value is the
-    source's minimum (its background: 0 for MRI/PET, air for CT in HU), so no artificial edge appears.
+    source's minimum (its background: 0 for MRI/PET, air for CT in HU), reached over one voxel beyond
+    the edge, so no artificial edge appears.
 
     Examples:
         >>> shifted = np.eye(3)
@@ -164,7 +165,10 @@ def resample_to_grid(
         offset=mapping[:ndim, ndim],
         output_shape=tuple(int(s) for s in target_shape),
         order=order,
-        mode="constant",
+        # grid-constant interpolates towards the background over the last voxel: a target voxel that
+        # lands on the source's edge up to rounding (the same grid, or flush edges) keeps its value,
+        # where "constant" would drop it to the background
+        mode="grid-constant",
         cval=float(source.min()),
     ).astype(np.float32, copy=False)
 

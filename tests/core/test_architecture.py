@@ -24,6 +24,7 @@ LAYERS = {
     "device": "base",
     "cases": "base",
     "samples": "base",
+    "outputs": "base",
     "model": "model",
     "inference": "inference",
     "training": "training",
@@ -179,6 +180,7 @@ def test_package_and_parser_load_no_torch() -> None:
 DOCTEST_MODULES = (
     "napari_isfl._lazy",
     "napari_isfl._optional",
+    "napari_isfl.outputs",
     "napari_isfl.normalization",
     "napari_isfl.spatial",
     "napari_isfl.evaluation.metrics",

@@ -192,3 +192,28 @@ def test_manifest_reader_writer_and_samples_through_napari(tcga_crop_files, tmp_
     np.testing.assert_array_equal(nib.load(saved[0]).affine, nib.load(tcga_crop_files["t2"]).affine)
     viewer.open_sample("napari-isfl", "mni_ct_flair")
     assert [lyr.name for lyr in viewer.layers] == ["TCGA-DU-7294_t2", "MNI CT", "MNI FLAIR"]
+
+
+@pytest.mark.parametrize(
+    ("row", "value", "message"),
+    [("srow_x", [np.nan, 0, 0, 0], "NaN or Inf"), ("srow_y", [0, 0, 0, 0], "singular")],
+    ids=["nan-affine", "singular-affine"],
+)
+def test_reader_adds_no_layer_for_a_hostile_header_and_the_viewer_stays_usable(
+    make_napari_viewer, tcga_crop_files, tmp_path, row, value, message
+):
+    """A NIfTI whose sform holds NaN or is singular is refused before any layer exists (the message
+    names the file); the viewer opens the next file and closes normally."""
+    source = nib.load(tcga_crop_files["t2"])
+    header = source.header.copy()
+    header[row] = value
+    header["sform_code"] = 1
+    hostile = tmp_path / "hostile.nii.gz"
+    nib.save(nib.Nifti1Image(np.asarray(source.dataobj), None, header), hostile)
+    viewer = make_napari_viewer()
+    with pytest.raises(Exception, match=message) as info:
+        viewer.open(str(hostile), plugin="napari-isfl")
+    assert "hostile.nii.gz" in str(info.value)
+    assert len(viewer.layers) == 0
+    (layer,) = viewer.open(str(tcga_crop_files["t2"]), plugin="napari-isfl")
+    assert layer.name == "TCGA-DU-7294_t2" and len(viewer.layers) == 1

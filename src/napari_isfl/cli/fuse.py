@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -19,19 +19,39 @@ def _parse_modalities(text: str | None, count: int) -> list[str] | None:
     return tags
 
 
+def check_inputs(paths: Sequence[str]) -> None:
+    """Cheap checks before torch loads: every input exists and is a file (or a folder: a DICOM series).
+
+    Raises:
+        FileNotFoundError: a missing input.
+    """
+    for path in paths:
+        if not Path(path).exists():
+            raise FileNotFoundError(f"{path}: no such file")
+
+
 def run(args: argparse.Namespace) -> int:
+    from ..outputs import OutputPlan
+    from . import progress_line
+
+    # refuse bad paths before the heavy imports: a mistyped path costs well under a second
+    check_inputs(args.inputs)
+    modalities = _parse_modalities(args.modality, len(args.inputs))
+    outputs = {"fused": args.output, "stability": args.stability, "provenance": args.provenance}
+    OutputPlan(outputs, args.inputs, overwrite=not args.no_overwrite)
+
     from ..inference import fuse_files
     from ..inference.windows import parse_patch_size
 
     def report(done: int, total: int) -> None:
-        if not args.quiet:
-            print(f"\rfusing: window batch {done}/{total}", end="" if done < total else "\n", file=sys.stderr)
+        progress_line.update(f"fusing: window batch {done}/{total}")
 
     result = fuse_files(
         args.inputs,
         args.output,
-        _parse_modalities(args.modality, len(args.inputs)),
+        modalities,
         stability_output=args.stability,
+        provenance_output=args.provenance,
         contributions=False,
         resample=args.resample,
         color=not args.grey,
@@ -44,14 +64,12 @@ def run(args: argparse.Namespace) -> int:
         crop_foreground=not args.no_crop,
         progress=report,
     )
-    if args.provenance:
-        Path(args.provenance).write_text(json.dumps(result.provenance, indent=2))
+    progress_line.close()
     if not args.quiet:
+        written = [str(path) for path in (args.output, args.stability, args.provenance) if path]
         print(
-            f"wrote {args.output}"
-            + (f" and {args.stability}" if args.stability else "")
-            + f" ({result.provenance['seconds']:.1f} s on {result.provenance['device']}, "
-            f"model {result.provenance['model']})",
+            f"wrote {', '.join(written)} ({result.provenance['seconds']:.1f} s on "
+            f"{result.provenance['device']}, model {result.provenance['model']})",
             file=sys.stderr,
         )
     return 0

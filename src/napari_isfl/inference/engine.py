@@ -21,6 +21,7 @@ from scipy import ndimage
 
 from .. import __version__
 from ..device import select_device
+from ..io import split_colour, ycbcr_to_rgb
 from ..model.checkpoint import LoadedModel, load_model
 from ..normalization import IntensitySpec, guess_modality, looks_like_hounsfield, normalize_intensity
 from ..spatial import foreground_box
@@ -48,6 +49,8 @@ class FusionResult:
             or ``None``.
         modalities: the modality tag of each input.
         provenance: model, checksum, device, parameters, normalisation, timings, version.
+        fused_rgb: with colour inputs (``rgb=True``), ``(H, W, 3)`` float32 in [0, 1]: the fused
+            luminance with the first colour input's chroma re-attached; else ``None``.
     """
 
     fused: np.ndarray
@@ -55,6 +58,7 @@ class FusionResult:
     contributions: np.ndarray | None = None
     modalities: list[str] = field(default_factory=list)
     provenance: dict = field(default_factory=dict)
+    fused_rgb: np.ndarray | None = None
 
 
 class FusionEngine:
@@ -123,6 +127,7 @@ class FusionEngine:
         names: Sequence[str] | None = None,
         progress: ProgressCallback | None = None,
         cancel: CancelCallback | None = None,
+        rgb: bool | Sequence[bool] | None = None,
     ) -> FusionResult:
         """Fuse co-registered images of two or more modalities.
 
@@ -154,6 +159,9 @@ class FusionEngine:
             names: input names for messages and provenance.
             progress: called as ``progress(done, total)`` after each window batch.
             cancel: polled before each window batch; returning ``True`` raises :class:`FusionCancelled`.
+            rgb: whether inputs of shape ``(H, W, 3|4)`` are colour images (``True``: their luminance is
+                fused and the first one's colour re-attached in ``result.fused_rgb``) or volumes
+                (``False``); one flag or one per input. ``None`` refuses such an input rather than guess.
 
         Returns:
             a :class:`FusionResult` of the inputs' shape.
@@ -174,7 +182,7 @@ class FusionEngine:
         names = list(names) if names is not None else [f"input {i + 1}" for i in range(count)]
         if len(names) != count:
             raise ValueError(f"got {len(names)} names for {count} inputs")
-        arrays = _validate(images, names)
+        arrays, chroma = _validate(images, names, rgb)
         if modalities is None:
             modalities = [guess_modality(n) or "mri" for n in names]
         modalities = [str(m).lower() for m in modalities]
@@ -342,7 +350,10 @@ class FusionEngine:
             "windows": windows,
             "seconds": round(time.perf_counter() - started, 3),
         }
-        return FusionResult(fused, stability_map, contribution_maps, modalities, provenance)
+        fused_rgb = None
+        if chroma is not None:
+            fused_rgb = ycbcr_to_rgb(np.concatenate([fused[None] * 255.0, chroma])).astype(np.float32) / 255.0
+        return FusionResult(fused, stability_map, contribution_maps, modalities, provenance, fused_rgb)
 
 
 def fuse_tensor(
@@ -429,12 +440,40 @@ def block_masks(
     return keep.expand(num_modalities, *shape) if not complementary else keep
 
 
-def _validate(images: Sequence[np.ndarray], names: Sequence[str]) -> list[np.ndarray]:
+def _looks_coloured(array: np.ndarray) -> bool:
+    return array.ndim == 3 and array.shape[-1] in (3, 4)
+
+
+def _validate(
+    images: Sequence[np.ndarray], names: Sequence[str], rgb: bool | Sequence[bool] | None
+) -> tuple[list[np.ndarray], np.ndarray | None]:
+    """The inputs as arrays (colour ones as their luminance) and the chroma of the first colour input.
+
+    A ``(H, W, 3|4)`` array is a colour image or a volume of 3 or 4 slices: never guessed, ``rgb`` says.
+    """
     if isinstance(images, np.ndarray) and images.ndim >= 3 and images.shape[0] <= 8 and images.ndim in (3, 4):
         images = list(images)
     arrays = [np.asarray(im) for im in images]
     if len(arrays) < 2:
         raise ValueError(f"fusion needs at least two co-registered inputs, got {len(arrays)}")
+    flags = [rgb] * len(arrays) if rgb is None or isinstance(rgb, bool) else [bool(f) for f in rgb]
+    if len(flags) != len(arrays):
+        raise ValueError(f"rgb lists {len(flags)} flags for {len(arrays)} inputs")
+    chroma = None
+    for index, (array, name, flag) in enumerate(zip(arrays, names, flags, strict=True)):
+        if flag is None and _looks_coloured(array):
+            raise ValueError(
+                f"{name} has shape {array.shape}: a colour image or a volume of {array.shape[-1]} slices? "
+                "Pass rgb=True to fuse its luminance (the colour comes back as result.fused_rgb), or "
+                "rgb=False to fuse it as a volume"
+            )
+        if flag and not _looks_coloured(array):
+            raise ValueError(
+                f"{name} has shape {array.shape}, not a colour image (H, W, 3 or 4); pass rgb=False"
+            )
+        if flag:
+            arrays[index], colour = split_colour(array)
+            chroma = colour if chroma is None else chroma
     for array, name in zip(arrays, names, strict=True):
         if array.ndim not in (2, 3):
             raise ValueError(
@@ -446,10 +485,9 @@ def _validate(images: Sequence[np.ndarray], names: Sequence[str]) -> list[np.nda
         if array.shape != first.shape:
             raise ValueError(
                 f"{name} has shape {array.shape} but {names[0]} has {first.shape}: inputs must be "
-                "co-registered "
-                "on one grid (resample first, e.g. 'isfl fuse --resample')"
+                "co-registered on one grid (resample first, e.g. 'isfl fuse --resample')"
             )
-    return arrays
+    return arrays, chroma
 
 
 def fuse(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import os
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +25,7 @@ import torch
 from .. import __version__
 from ..io import atomic_write
 from ..normalization import DEFAULT_SPECS, IntensitySpec
-from .network import ISFLNet
+from .network import HEADS, ISFLNet
 
 __all__ = [
     "CheckpointError",
@@ -81,7 +82,7 @@ class LoadedModel:
     @property
     def training_crop_size(self) -> list[int] | None:
         """The crop size the network was trained on (its recorded training config), or ``None``."""
-        crop = self.meta.get("training", {}).get("config", {}).get("data", {}).get("crop_size")
+        crop = _nested(self.meta, "training", "config", "data", "crop_size")
         return [int(c) for c in crop] if crop else None
 
 
@@ -161,20 +162,35 @@ def model_path(name: str, spatial_dims: int | None = None) -> Path:
 def _read(path: Path) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for corrupt or foreign files
+    except pickle.UnpicklingError as error:
+        if "Unsupported global" not in str(error):  # a corrupt or foreign file, not a refused object
+            raise CheckpointError(
+                f"{path} is not a readable napari-isfl checkpoint (not a PyTorch file); pass a file "
+                "written by 'isfl train' or napari_isfl.save_checkpoint"
+            ) from error
+        # never echo torch's hint to retry with weights_only=False: that runs whatever the file holds
         raise CheckpointError(
-            f"{path} is not a readable napari-isfl checkpoint ({type(error).__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else 'unreadable'}); pass a file written by "
-            "'isfl train' or napari_isfl.save_checkpoint"
+            f"{path} is not a napari-isfl checkpoint: it holds Python objects that safe loading "
+            "(weights_only=True) refuses to run; only use checkpoints written by 'isfl train' or "
+            "napari_isfl.save_checkpoint"
+        ) from error
+    except Exception as error:  # torch raises many types for corrupt or foreign files
+        first = str(error).splitlines()[0] if str(error) else "unreadable"
+        raise CheckpointError(
+            f"{path} is not a readable napari-isfl checkpoint ({type(error).__name__}: {first[:200]}); "
+            "pass a file written by 'isfl train' or napari_isfl.save_checkpoint"
         ) from error
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(
             f"{path} is a PyTorch file but not a napari-isfl checkpoint (no '{FORMAT}' marker); pass a file "
             "written by 'isfl train' or napari_isfl.save_checkpoint"
         )
-    if payload.get("format_version", 0) > FORMAT_VERSION:
+    version = payload.get("format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CheckpointError(f"{path}: field format_version must be an integer, got {version!r}")
+    if version > FORMAT_VERSION:
         raise CheckpointError(
-            f"{path} has checkpoint format {payload.get('format_version')}, newer than this napari-isfl "
+            f"{path} has checkpoint format {version}, newer than this napari-isfl "
             f"({__version__}) reads ({FORMAT_VERSION}); upgrade napari-isfl"
         )
     if payload.get("architecture") != "ISFLNet":
@@ -182,7 +198,104 @@ def _read(path: Path) -> dict:
             f"{path} holds architecture {payload.get('architecture')!r}, not ISFLNet; "
             "it cannot be used for fusion"
         )
+    _check_schema(path, payload)
     return payload
+
+
+#: sane limits of the architecture fields (far above any trained model, far below a memory bomb)
+MAX_CHANNELS = 1024
+MAX_SCALES = 6
+MAX_GRID = 64
+
+
+def _nested(mapping: object, *keys: str) -> object:
+    """``mapping[k1][k2]...``, or ``None`` where a level is missing or not a mapping."""
+    for key in keys:
+        if not isinstance(mapping, dict):
+            return None
+        mapping = mapping.get(key)
+    return mapping
+
+
+def _field_error(path: Path, name: str, problem: str) -> CheckpointError:
+    return CheckpointError(f"{path}: field {name} {problem}; the file is damaged or not a napari-isfl model")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_schema(path: Path, payload: dict) -> None:
+    """Check, before anything is built, every checkpoint field :func:`load_model` uses: types and ranges.
+
+    Raises:
+        CheckpointError: ``PATH: field NAME ...``, one line.
+    """
+    args = payload.get("arch_args")
+    if not isinstance(args, dict):
+        raise _field_error(path, "arch_args", f"must be a mapping, got {type(args).__name__}")
+    for key in ("spatial_dims", "modalities", "features"):
+        if key not in args:
+            raise _field_error(
+                path, f"arch_args.{key}", "is missing (the checkpoint does not describe its network)"
+            )
+    if args["spatial_dims"] not in (2, 3) or not _is_int(args["spatial_dims"]):
+        raise _field_error(path, "arch_args.spatial_dims", f"must be 2 or 3, got {args['spatial_dims']!r}")
+    modalities = args["modalities"]
+    if (
+        not isinstance(modalities, (list, tuple))
+        or not modalities
+        or not all(isinstance(m, str) and m for m in modalities)
+        or len(set(modalities)) != len(modalities)
+    ):
+        raise _field_error(
+            path, "arch_args.modalities", f"must be a list of distinct tags, got {modalities!r}"
+        )
+    features = args["features"]
+    if (
+        not isinstance(features, (list, tuple))
+        or not 2 <= len(features) <= MAX_SCALES
+        or not all(_is_int(f) and 1 <= f <= MAX_CHANNELS for f in features)
+    ):
+        raise _field_error(
+            path,
+            "arch_args.features",
+            f"must list 2 to {MAX_SCALES} channel counts in 1..{MAX_CHANNELS}, got {features!r}",
+        )
+    grid = args.get("grid_size", 8)
+    if not _is_int(grid) or not 1 <= grid <= MAX_GRID:
+        raise _field_error(path, "arch_args.grid_size", f"must be an integer in 1..{MAX_GRID}, got {grid!r}")
+    choices = {"encoder": ("shared", "per_modality"), "integrator": ("cfi", "mean"), "head": HEADS}
+    for key, allowed in choices.items():
+        if key in args and args[key] not in allowed:
+            raise _field_error(
+                path, f"arch_args.{key}", f"must be one of {', '.join(allowed)}, got {args[key]!r}"
+            )
+    residual = args.get("residual", 0.0)
+    if not isinstance(residual, (int, float)) or isinstance(residual, bool) or not 0.0 <= residual <= 1.0:
+        raise _field_error(path, "arch_args.residual", f"must be a number in [0, 1], got {residual!r}")
+    normalization = payload.get("normalization") or {}
+    if not isinstance(normalization, dict):
+        raise _field_error(path, "normalization", f"must be a mapping, got {type(normalization).__name__}")
+    for modality, spec in normalization.items():
+        if not isinstance(spec, dict) or set(spec) - {"method", "low", "high"}:
+            raise _field_error(
+                path, f"normalization.{modality}", f"must hold method, low and high only, got {spec!r}"
+            )
+        try:
+            IntensitySpec(**spec)
+        except (TypeError, ValueError) as error:
+            raise _field_error(path, f"normalization.{modality}", f"is invalid ({error})") from error
+    training = payload.get("training", {})
+    if not isinstance(training, dict):
+        raise _field_error(path, "training", f"must be a mapping, got {type(training).__name__}")
+    crop = _nested(payload, "training", "config", "data", "crop_size")
+    if crop is not None and (
+        not isinstance(crop, (list, tuple)) or not all(_is_int(c) and 1 <= c <= 4096 for c in crop)
+    ):
+        raise _field_error(path, "training.config.data.crop_size", f"must list sizes in voxels, got {crop!r}")
+    if not isinstance(payload.get("state_dict"), dict):
+        raise _field_error(path, "state_dict", "is missing or not a mapping of tensors")
 
 
 def load_model(
@@ -205,10 +318,7 @@ def load_model(
     name = str(model)
     path = model_path(name, spatial_dims)
     payload = _read(path)
-    args = payload.get("arch_args") or {}
-    missing = [k for k in ("spatial_dims", "modalities", "features") if k not in args]
-    if missing:
-        raise CheckpointError(f"{path}: checkpoint does not describe its architecture (missing {missing})")
+    args = payload["arch_args"]
     if spatial_dims is not None and args["spatial_dims"] != spatial_dims:
         raise CheckpointError(
             f"{path} is a {args['spatial_dims']}D model but the input is {spatial_dims}D; "

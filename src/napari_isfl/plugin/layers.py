@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..io import split_colour
 from ..normalization import guess_modality, robust_range
 from ..spatial import CoregistrationError, grid_difference, is_orthogonal, resample_to_grid
 
@@ -269,13 +270,8 @@ def prepare_fusion(
 
 
 def _as_grey(data: Any, rgb: bool) -> np.ndarray:
-    array = np.asarray(data)
-    if rgb:
-        from ..io import rgb_to_ycbcr
-
-        scale = 255.0 if np.issubdtype(array.dtype, np.floating) and array.max() <= 1.0 else 1.0
-        return rgb_to_ycbcr(array[..., :3] * scale)[0]  # luminance, as napari_isfl.io does for files
-    return array
+    """An RGB layer's luminance (as napari_isfl.io does for colour files), other layers as they are."""
+    return split_colour(data)[0] if rgb else np.asarray(data)
 
 
 def compute_fusion(

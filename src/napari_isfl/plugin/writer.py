@@ -72,12 +72,14 @@ def write_nifti(path: str | os.PathLike, data: Any, meta: dict) -> list[str]:
     import nibabel as nib
 
     from .. import __version__
-    from ..io import atomic_write, image_suffix
+    from ..io import image_suffix
+    from ..outputs import OutputPlan
     from .layers import METADATA_KEY
 
     path = Path(path)
     if image_suffix(path) not in (".nii", ".nii.gz"):
         raise ValueError(f"{path}: the napari-isfl writer writes NIfTI; use a .nii.gz or .nii name")
+    plan = OutputPlan({"image": path})  # a folder, or an unwritable one, is refused before any work
     if meta.get("rgb"):
         raise ValueError(f"{path}: RGB layers cannot be written as NIfTI here; save them as PNG or TIFF")
     array = np.asarray(data[0] if meta.get("multiscale") else data)
@@ -118,7 +120,7 @@ def write_nifti(path: str | os.PathLike, data: Any, meta: dict) -> list[str]:
     role = namespace.get("role")
     if role:
         image.header["descrip"] = f"napari-isfl {__version__} {role}".encode()[:79]
-    atomic_write(path, lambda tmp: nib.save(image, tmp))
+    plan.write({"image": lambda tmp: nib.save(image, tmp)})
     return [str(path)]
 
 
