@@ -270,14 +270,25 @@ def _sitk():
     return require("SimpleITK", "clinical", _PURPOSE)
 
 
-def is_dicom(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a DICOM file (``DICM`` after the 128-byte preamble) or a folder holding
-    one (among its files, not its subfolders). Cheap: reads 132 bytes per file, at most 64 files."""
+def is_dicom(path: str | os.PathLike, max_files: int = 64) -> bool:
+    """Whether ``path`` is a DICOM file (``DICM`` after the 128-byte preamble) or a folder holding one
+    (in it or its subfolders, as DICOM exports nest them). Cheap: reads 132 bytes of at most
+    ``max_files`` files, so a reader hook can call it on any path a user drops."""
     path = Path(path)
-    if path.is_dir():
-        files = (p for p in sorted(path.iterdir()) if p.is_file() and not p.name.startswith("."))
-        return any(_has_dicom_preamble(p) for _, p in zip(range(64), files, strict=False))
-    return path.is_file() and _has_dicom_preamble(path)
+    if not path.is_dir():
+        return path.is_file() and _has_dicom_preamble(path)
+    looked = 0
+    for folder, subfolders, names in os.walk(path):
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+        for name in sorted(names):
+            if name.startswith("."):
+                continue
+            if looked >= max_files:
+                return False
+            looked += 1
+            if _has_dicom_preamble(Path(folder) / name):
+                return True
+    return False
 
 
 def _has_dicom_preamble(path: Path) -> bool:

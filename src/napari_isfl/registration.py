@@ -330,6 +330,10 @@ def _world_affine(image: ImageData) -> np.ndarray:
             f"{image.name}: a {ndim}D array with a {affine.shape[0] - 1}D affine (a slice of a volume) "
             "cannot be registered; register the volumes, or 2D images without an affine"
         )
+    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:ndim, :ndim])) < 1e-12:
+        raise ValueError(
+            f"{image.name}: its voxel-to-world matrix is not finite and invertible; fix its header"
+        )
     return affine
 
 

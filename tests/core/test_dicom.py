@@ -302,10 +302,12 @@ def test_several_series_in_one_folder_are_listed_and_chosen(tmp_path: Path) -> N
 def test_folders_without_dicom_and_missing_paths(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("not an image")
     write_dicom_series(_volume((4, 4, 2)), tmp_path / "series")
-    assert not is_dicom(tmp_path) and not is_dicom(tmp_path / "notes.txt")
+    assert is_dicom(tmp_path) and not is_dicom(tmp_path / "notes.txt")  # a DICOM subfolder counts
     assert is_dicom(tmp_path / "series") and is_dicom(tmp_path / "series" / "IM0001.dcm")
+    assert not is_dicom(tmp_path / "series", max_files=0) and not is_dicom(tmp_path / "absent")
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("x")
+    assert not is_dicom(tmp_path / "empty")
     with pytest.raises(DicomError, match="no DICOM image"):
         read_dicom(tmp_path / "empty")
     with pytest.raises(FileNotFoundError):
