@@ -299,15 +299,16 @@ def _has_dicom_preamble(path: Path) -> bool:
         return False
 
 
-def _scan(root: Path) -> dict[str, list[tuple[Path, Any]]]:
-    """Image headers of every DICOM file under ``root`` (recursively), grouped by SeriesInstanceUID.
+def _scan(root: Path, recursive: bool = True) -> dict[str, list[tuple[Path, Any]]]:
+    """Image headers of every DICOM file in ``root`` (and its subfolders when ``recursive``), grouped by
+    SeriesInstanceUID.
 
     Files that are not DICOM, or DICOM without an image (DICOMDIR, reports, ...), are skipped.
     """
     pydicom = _pydicom()
     groups: dict[str, list[tuple[Path, Any]]] = {}
     for folder, subfolders, names in os.walk(root):
-        subfolders.sort()
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith(".")) if recursive else []
         for name in sorted(names):
             path = Path(folder) / name
             if name.startswith(".") or not _has_dicom_preamble(path):
@@ -461,7 +462,7 @@ def read_dicom(path: str | os.PathLike, series_uid: str | None = None) -> ImageD
 
     Args:
         path: a folder holding the series (searched recursively), or any file of the series (the
-            series of that file is read, whatever else its folder holds).
+            series of that file is read from the files beside it, whatever else the folder holds).
         series_uid: SeriesInstanceUID of the series to read when the folder holds several.
 
     Returns:
@@ -484,7 +485,8 @@ def read_dicom(path: str | os.PathLike, series_uid: str | None = None) -> ImageD
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder")
     _sitk()  # fail early, before scanning, when the extra is missing
-    groups = _scan(path if path.is_dir() else path.parent)
+    # a file: its series lies beside it (no need to read a whole archive's headers)
+    groups = _scan(path, recursive=True) if path.is_dir() else _scan(path.parent, recursive=False)
     uid, members = _choose_series(path, groups, series_uid)
     headers = [header for _, header in members]
     first = headers[0]
