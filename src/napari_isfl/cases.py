@@ -42,6 +42,8 @@ class Case:
     modalities: list[str]
     name: str = ""
     resample: bool = False
+    #: an expert lesion mask on the first image's grid (evaluation of lesion contrast), or None
+    lesion_mask: Path | None = None
 
     def __post_init__(self) -> None:
         if len(self.images) != len(self.modalities):
@@ -96,7 +98,8 @@ def cases_from_folder(root: str | Path) -> list[Case]:
 
 
 def cases_from_csv(path: str | Path, root: str | Path | None = None) -> list[Case]:
-    """Cases from a CSV with ``images`` and ``modalities`` columns (``;``-separated)."""
+    """Cases from a CSV with ``images`` and ``modalities`` columns (``;``-separated), and optionally
+    ``name``, ``resample`` (1 = onto the first image's grid) and ``lesion_mask`` (a mask file)."""
     path = Path(path)
     base = Path(root) if root is not None else path.parent
     cases = []
@@ -109,7 +112,8 @@ def cases_from_csv(path: str | Path, root: str | Path | None = None) -> list[Cas
             tags = [t.strip().lower() for t in row["modalities"].split(";") if t.strip()]
             name = (row.get("name") or "").strip() or f"{path.name}:{row_number}"
             resample = str(row.get("resample") or "0").strip().lower() in ("1", "true", "yes")
-            cases.append(Case(images, tags, name, resample))
+            lesion = (row.get("lesion_mask") or "").strip()
+            cases.append(Case(images, tags, name, resample, base / lesion if lesion else None))
     if not cases:
         raise ValueError(f"{path}: no cases")
     return cases

@@ -26,6 +26,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         roi_size=parse_patch_size(args.patch_size),
         overlap=args.overlap,
+        model_2d=args.model_2d,
     )
     title = f"Evaluation of {args.data}"
     if args.patch_size not in (None, "", "auto"):
@@ -46,9 +47,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--method",
         default="isfl,lp,dwt",
-        help=f"comma-separated: isfl and/or {', '.join(BASELINES)} (default isfl,lp,dwt)",
+        help=f"comma-separated: isfl, isfl-2.5d (the 2D model slice by slice, for volumes) and/or "
+        f"{', '.join(BASELINES)} (default isfl,lp,dwt)",
     )
     parser.add_argument("--model", default="default", help="ISFL model name or checkpoint")
+    parser.add_argument("--model-2d", default="isfl-2d", help="the 2D model of isfl-2.5d (default isfl-2d)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--data-root", help="folder the CSV's image paths are relative to")
     parser.add_argument("--output", default="evaluation", help="output folder (default ./evaluation)")

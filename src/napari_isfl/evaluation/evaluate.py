@@ -14,6 +14,7 @@ of low-uptake regions (see :func:`napari_isfl.evaluation.scores.functional_fidel
 from __future__ import annotations
 
 import csv
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ from ..io import read_image, ycbcr_to_rgb
 from ..normalization import FUNCTIONAL_MODALITIES, normalize_intensity
 from ..spatial import foreground_box, resample_to_reference
 from .baselines import BASELINES, fuse_baseline
+from .fidelity import lesion_contrast, oedema_mask, seam_ratio
 from .metrics import to_uint8_scale
 from .scores import METRIC_KEYS, functional_fidelity, fusion_metrics
 
@@ -33,7 +35,7 @@ __all__ = ["FOREGROUND_THRESHOLD", "STANDARD_METRICS", "evaluate", "load_cases",
 
 #: the nine metrics of the quality bar (higher is better for each)
 STANDARD_METRICS = ("EN", "SD", "SF", "AG", "MI", "SCD", "VIF", "Qabf", "SSIM")
-FUNCTIONAL_KEYS = ("corr_functional", "low_uptake_contrast_ratio")
+FUNCTIONAL_KEYS = ("corr_functional", "low_uptake_contrast_ratio", "high_uptake_contrast_ratio")
 #: a voxel is foreground when some normalised modality exceeds this: volumes are scored on that box
 FOREGROUND_THRESHOLD = 0.02
 
@@ -50,17 +52,49 @@ def _task(case: Case) -> str:
     return case.name.split("/")[0] if "/" in case.name else case.name
 
 
+#: the ISFL methods: the model at its own dimensionality, and the 2D model slice by slice (3D inputs)
+ISFL_METHODS = ("isfl", "isfl-2.5d")
+#: window seams and lesion visibility, beside the nine metrics
+FIDELITY_KEYS = ("lesion_contrast_ratio", "seam_ratio")
+FLAIR_HINTS = ("flair", "fla", "t2f")
+#: columns not ranked in the tables: time, and the seam ratio (best near 1, not at its maximum)
+UNRANKED = ("seconds", "seam_ratio")
+
+
+def _is_flair(path: Path) -> bool:
+    tokens = {t for t in re.split(r"[^a-z0-9]+", path.name.lower()) if t}
+    return bool(tokens & set(FLAIR_HINTS))
+
+
+def _lesion_mask(case: Case, normalised: np.ndarray, brain: np.ndarray) -> np.ndarray | None:
+    """The case's expert lesion mask, else the FLAIR oedema (brightest 5 % in the brain), else None."""
+    if case.lesion_mask is not None:
+        mask = np.asarray(read_image(case.lesion_mask).array) > 0
+        if mask.shape != brain.shape:
+            raise ValueError(f"{case.lesion_mask}: mask of shape {mask.shape} for images of {brain.shape}")
+        return mask
+    flair = [i for i, path in enumerate(case.images) if _is_flair(Path(path))]
+    return oedema_mask(normalised[flair[0]], brain) if flair and normalised.ndim == 4 else None
+
+
 def _fuse(
     method: str,
     arrays: list[np.ndarray],
     normalised: np.ndarray,
     modalities: list[str],
-    engine,
+    engines,
     window: dict,
-) -> np.ndarray:
+) -> tuple[np.ndarray, dict]:
+    """A method's fusion and (for ISFL) its provenance."""
     if method == "isfl":
-        return engine.fuse(arrays, modalities, **window).fused
-    return fuse_baseline(method, normalised)
+        result = engines["isfl"].fuse(arrays, modalities, **window)
+        return result.fused, result.provenance
+    if method == "isfl-2.5d":
+        if normalised.ndim != 4:
+            raise ValueError("isfl-2.5d fuses volumes: the 2D model slice by slice; use isfl for 2D images")
+        result = engines["isfl-2.5d"].fuse_slicewise(arrays, modalities)
+        return result.fused, result.provenance
+    return fuse_baseline(method, normalised), {}
 
 
 def evaluate(
@@ -73,23 +107,32 @@ def evaluate(
     progress: bool = True,
     roi_size: Sequence[int] | int | str | None = None,
     overlap: float = 0.25,
+    model_2d: str = "isfl-2d",
 ) -> list[dict]:
     """Fuse every case with every method and score it.
 
     ``roi_size`` and ``overlap`` are the sliding-window settings of :func:`napari_isfl.inference.fuse`
-    for ISFL (``None``: its automatic choice, see :func:`napari_isfl.inference.resolve_roi_size`).
+    for ISFL (``None``: its automatic choice, see :func:`napari_isfl.inference.resolve_roi_size`);
+    ``model_2d`` is the 2D model of ``isfl-2.5d``.
+
+    Beside the metrics, every row has ``lesion_contrast_ratio`` where the case has a lesion mask or a
+    FLAIR input (the fused lesion's contrast relative to the best source's, see
+    :func:`~napari_isfl.evaluation.fidelity.lesion_contrast`) and, for a fusion run in several windows,
+    ``seam_ratio`` (:func:`~napari_isfl.evaluation.fidelity.seam_ratio`).
 
     Returns:
         one row per (case, method): ``task``, ``case``, ``method``, ``seconds`` and every metric.
     """
-    unknown = [m for m in methods if m != "isfl" and m not in BASELINES]
+    unknown = [m for m in methods if m not in ISFL_METHODS and m not in BASELINES]
     if unknown:
-        raise ValueError(f"unknown method {unknown[0]!r}; use isfl or one of {', '.join(BASELINES)}")
-    engine = None
-    if "isfl" in methods:
+        raise ValueError(
+            f"unknown method {unknown[0]!r}; use {', '.join(ISFL_METHODS)} or one of {', '.join(BASELINES)}"
+        )
+    engines = {}
+    if any(m in ISFL_METHODS for m in methods):
         from ..inference import FusionEngine
 
-        engine = FusionEngine(model, device)
+        engines = {"isfl": FusionEngine(model, device), "isfl-2.5d": FusionEngine(model_2d, device)}
     window = {"roi_size": roi_size, "overlap": overlap}
     rows: list[dict] = []
     montages: dict[str, int] = {}
@@ -109,10 +152,12 @@ def evaluate(
         sources = [to_uint8_scale(s[box]) for s in normalised]
         functional = [i for i, m in enumerate(case.modalities) if m in FUNCTIONAL_MODALITIES]
         anatomical = [i for i, m in enumerate(case.modalities) if m == "mri"]
+        brain = (normalised > FOREGROUND_THRESHOLD).any(axis=0)
+        lesion = _lesion_mask(case, normalised, brain)
         fused_by_method = {}
         for method in methods:
             started = time.perf_counter()
-            fused = _fuse(method, arrays, normalised, list(case.modalities), engine, window)
+            fused, provenance = _fuse(method, arrays, normalised, list(case.modalities), engines, window)
             seconds = time.perf_counter() - started
             fused_by_method[method] = fused
             scored = to_uint8_scale(np.clip(fused[box], 0, 1))
@@ -123,6 +168,12 @@ def evaluate(
                     scored, sources[functional[0]], sources[anatomical[0]] if anatomical else None
                 )
                 row |= {k: ff[k] for k in FUNCTIONAL_KEYS if k in ff}
+            if lesion is not None:
+                contrast = lesion_contrast(np.clip(fused, 0, 1), normalised, lesion, brain)
+                row["lesion_contrast_ratio"] = contrast["lesion_contrast_ratio"]
+            if any(provenance.get("window_edges", [])):
+                seam = seam_ratio(fused, list(normalised), provenance["window_edges"], mask=brain)
+                row["seam_ratio"] = seam["seam_ratio"]
             rows.append(row)
         task = _task(case)
         if montage_dir is not None and montages.get(task, 0) < montage_count:
@@ -192,7 +243,9 @@ def save_montage(
 
 def summarize(rows: Sequence[dict]) -> list[dict]:
     """Mean of every metric per (task, method), plus an ``all`` task over every case."""
-    keys = [k for k in (*METRIC_KEYS, *FUNCTIONAL_KEYS, "seconds") if any(k in r for r in rows)]
+    keys = [
+        k for k in (*METRIC_KEYS, *FUNCTIONAL_KEYS, *FIDELITY_KEYS, "seconds") if any(k in r for r in rows)
+    ]
     groups: dict[tuple[str, str], list[dict]] = {}
     for row in rows:
         groups.setdefault((row["task"], row["method"]), []).append(row)
@@ -219,7 +272,9 @@ def wins_over(summary: Sequence[dict], method: str, baseline: str, task: str) ->
 def markdown_table(summary: Sequence[dict], task: str) -> str:
     rows = [r for r in summary if r["task"] == task]
     keys = [
-        k for k in (*STANDARD_METRICS, "CC", "PSNR", *FUNCTIONAL_KEYS, "seconds") if any(k in r for r in rows)
+        k
+        for k in (*STANDARD_METRICS, "CC", "PSNR", *FUNCTIONAL_KEYS, *FIDELITY_KEYS, "seconds")
+        if any(k in r for r in rows)
     ]
     best = {
         k: max((r[k] for r in rows if r.get(k, np.nan) == r.get(k, np.nan)), default=np.nan) for k in keys
@@ -231,7 +286,7 @@ def markdown_table(summary: Sequence[dict], task: str) -> str:
         for k in keys:
             value = r.get(k, np.nan)
             text = "–" if value != value else f"{value:.3f}"
-            cells.append(f"**{text}**" if k != "seconds" and value == best[k] else text)
+            cells.append(f"**{text}**" if k not in UNRANKED and value == best[k] else text)
         lines.append(f"| {r['method']} | {r['cases']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -256,19 +311,19 @@ def write_tables(rows: Sequence[dict], output: str | Path, title: str = "Evaluat
         f"# {title}\n",
         "Means over cases. Metrics on the 8-bit scale; MI in bits; SSIM summed over the sources; "
         "VIF/Qabf per slice for volumes; bold = best of the column. Higher is better for every "
-        "metric except `seconds`.\n",
+        "metric except `seconds`. `lesion contrast ratio`: the lesion's (expert mask, or the brightest 5 % "
+        "of FLAIR) contrast against normal tissue relative to the best source's (1 = as visible); `seam "
+        "ratio`: curvature on window borders relative to elsewhere, over the sources' own (1 = no seam).\n",
     ]
     methods = list(dict.fromkeys(r["method"] for r in summary))
     for task in tasks:
         parts.append(f"## {task}\n\n{markdown_table(summary, task)}\n")
-        if "isfl" in methods:
-            for baseline in ("lp", "dwt"):
-                if baseline in methods:
-                    won = wins_over(summary, "isfl", baseline, task)
-                    parts.append(
-                        f"ISFL beats {baseline.upper()} on {len(won)}/9 standard metrics"
-                        + (f" ({', '.join(won)})" if won else "")
-                        + ".\n"
-                    )
+        for ours in (m for m in ISFL_METHODS if m in methods):
+            for baseline in (m for m in ("lp", "dwt", "gff", "mean") if m in methods):
+                won = wins_over(summary, ours, baseline, task)
+                parts.append(
+                    f"{ours.upper().replace('ISFL-', 'ISFL ')} beats {baseline.upper()} on {len(won)}/9 "
+                    "standard metrics" + (f" ({', '.join(won)})" if won else "") + ".\n"
+                )
     (output / "summary.md").write_text("\n".join(parts))
     return output / "summary.md"

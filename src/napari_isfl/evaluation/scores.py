@@ -194,6 +194,7 @@ def functional_fidelity(
     mask: np.ndarray | None = None,
     *,
     low_percentile: float = 25.0,
+    high_percentile: float = 95.0,
     mask_threshold: float = 0.05,
     surround_width: int | None = None,
 ) -> dict[str, float]:
@@ -214,6 +215,9 @@ def functional_fidelity(
       = inverted (the anatomy shows through brighter). A plain mean of the sources keeps only part of the
       contrast: it is diluted by the other sources and partly cancelled where the anatomy is bright.
       ``L`` is "at or below" the percentile, so ties (a flat cold region) can make it a little larger.
+    * High-uptake (hot spot) contrast: the voxels at or above the functional image's ``high_percentile``
+      (95th) inside the mask against the rest of the mask, on the same scale-invariant contrast;
+      ``high_uptake_contrast_ratio = fused / functional`` (1 = hot spots as conspicuous as in the PET).
 
     Args:
         fused: fused image (2D or 3D), any intensity scale.
@@ -224,12 +228,14 @@ def functional_fidelity(
             (``min + 0.05 * (max - min)``) in the functional or anatomical image, holes filled (so cold
             regions enclosed by tissue stay inside).
         low_percentile: percentile (0-100) of the functional image inside the mask that defines ``L``.
+        high_percentile: percentile (0-100) above which the functional image is a hot spot.
         mask_threshold: fraction of each image's range for the default mask.
         surround_width: None for the whole rest of the mask as surround, or a width in voxels for a local
             shell around ``L``.
 
     Returns:
         dict with ``corr_functional``, ``corr_anatomical``, ``low_uptake_contrast_ratio``,
+        ``high_uptake_contrast_ratio``,
         ``low_uptake_contrast_fused``, ``low_uptake_contrast_functional``,
         ``low_uptake_contrast_anatomical``, ``low_uptake_fraction`` (of the mask) and ``mask_fraction``
         (of the image). Undefined values (e.g. a constant functional image) are NaN.
@@ -290,7 +296,20 @@ def functional_fidelity(
     contrast_functional = contrast(functional_array)
     contrast_fused = contrast(fused_array)
     ratio = contrast_fused / contrast_functional if contrast_functional != 0.0 else math.nan
+    # hot spots: the brightest part of the functional image against the rest of the region, same scale
+    hot = region & (functional_array >= np.percentile(functional_inside, high_percentile))
+    rest = region & ~hot
+
+    def hot_contrast(image: np.ndarray) -> float:
+        p1, p99 = np.percentile(image[region], [1.0, 99.0])
+        if not hot.any() or not rest.any() or p99 <= p1:
+            return math.nan
+        return float((image[hot].mean() - image[rest].mean()) / (p99 - p1))
+
+    hot_functional = hot_contrast(functional_array)
+    hot_ratio = hot_contrast(fused_array) / hot_functional if hot_functional else math.nan
     return {
+        "high_uptake_contrast_ratio": float(hot_ratio),
         "corr_functional": pearson(fused_array[region], functional_inside),
         "corr_anatomical": math.nan
         if anatomical_array is None

@@ -25,9 +25,17 @@ from ..io import split_colour, ycbcr_to_rgb
 from ..model.checkpoint import LoadedModel, load_model
 from ..normalization import IntensitySpec, guess_modality, looks_like_hounsfield, normalize_intensity
 from ..spatial import foreground_box
-from .windows import count_windows, run_windows, window_plan
+from .windows import count_windows, run_windows, window_edges, window_plan
 
-__all__ = ["FusionCancelled", "FusionEngine", "FusionResult", "block_masks", "fuse", "fuse_tensor"]
+__all__ = [
+    "FusionCancelled",
+    "FusionEngine",
+    "FusionResult",
+    "block_masks",
+    "fuse",
+    "fuse_tensor",
+    "normalise_inputs",
+]
 
 ProgressCallback = Callable[[int, int], None]
 CancelCallback = Callable[[], bool]
@@ -88,6 +96,15 @@ class FusionEngine:
         self.model = model
         self.device = select_device(device)
         self._loaded: dict[int, LoadedModel] = {}
+
+    def fuse_slicewise(
+        self, volumes: Sequence[np.ndarray], modalities: Sequence[str] | None = None, **options
+    ):
+        """2.5D fusion with the engine's 2D model, slice by slice along the three axes, averaged (see
+        :func:`napari_isfl.inference.slicewise.fuse_slicewise` for the options)."""
+        from .slicewise import fuse_slicewise
+
+        return fuse_slicewise(self, volumes, modalities, **options)
 
     def loaded_model(self, spatial_dims: int) -> LoadedModel:
         """The model for ``spatial_dims``-D inputs, on the engine's device (loaded on first use).
@@ -201,25 +218,7 @@ class FusionEngine:
                 f"modality {unknown[0]!r} is not supported by model {loaded.name} (supports "
                 f"{', '.join(loaded.modalities)}); MRI contrasts are tagged 'mri'"
             )
-        specs = list(normalization) if normalization is not None else [None] * count
-        normalised, norm_info = [], []
-        for array, modality, spec, name in zip(arrays, modalities, specs, names, strict=True):
-            if spec is None:  # no override: the model's rule for this modality
-                spec = loaded.normalization.get(modality)
-                if (
-                    modality == "ct"
-                    and spec is not None
-                    and spec.method == "window"
-                    and not looks_like_hounsfield(array)
-                ):
-                    # a Hounsfield window on CT that is not in HU (an 8-bit PNG) would squash it into a
-                    # sliver of [0, 1]; use the same fallback as training (normalize_intensity's default)
-                    spec = None
-            data, info = normalize_intensity(array, modality, spec, name)
-            normalised.append(data)
-            norm_info.append(info)
-        stack = np.stack(normalised)
-        del normalised
+        stack, norm_info = normalise_inputs(arrays, modalities, loaded, normalization, names)
 
         net = loaded.network
         multiple = int(getattr(net, "size_multiple", 1))
@@ -348,12 +347,50 @@ class FusionEngine:
                 "seed": seed,
             },
             "windows": windows,
+            # where windows start or end, in the input's coordinates: the planes a seam would show on
+            "window_edges": [
+                sorted({min(s.start + p, n) for p in axis_edges} - {n})
+                for s, n, axis_edges in zip(
+                    box, shape, window_edges(cropped.shape[1:], roi, overlaps), strict=True
+                )
+            ],
             "seconds": round(time.perf_counter() - started, 3),
         }
         fused_rgb = None
         if chroma is not None:
             fused_rgb = ycbcr_to_rgb(np.concatenate([fused[None] * 255.0, chroma])).astype(np.float32) / 255.0
         return FusionResult(fused, stability_map, contribution_maps, modalities, provenance, fused_rgb)
+
+
+def normalise_inputs(
+    arrays: Sequence[np.ndarray],
+    modalities: Sequence[str],
+    loaded: LoadedModel,
+    normalization: Sequence[IntensitySpec | None] | None,
+    names: Sequence[str],
+) -> tuple[np.ndarray, list[dict]]:
+    """The inputs mapped to [0, 1] with the model's rule per modality (or the given overrides), stacked
+    ``(N, *S)``, and the rule and range used for each (provenance)."""
+    specs = list(normalization) if normalization is not None else [None] * len(arrays)
+    if len(specs) != len(arrays):
+        raise ValueError(f"got {len(specs)} normalisation specs for {len(arrays)} inputs")
+    normalised, infos = [], []
+    for array, modality, spec, name in zip(arrays, modalities, specs, names, strict=True):
+        if spec is None:  # no override: the model's rule for this modality
+            spec = loaded.normalization.get(modality)
+            if (
+                modality == "ct"
+                and spec is not None
+                and spec.method == "window"
+                and not looks_like_hounsfield(array)
+            ):
+                # a Hounsfield window on CT that is not in HU (an 8-bit PNG) would squash it into a
+                # sliver of [0, 1]; use the same fallback as training (normalize_intensity's default)
+                spec = None
+        data, info = normalize_intensity(array, modality, spec, name)
+        normalised.append(data)
+        infos.append(info)
+    return np.stack(normalised), infos
 
 
 def fuse_tensor(

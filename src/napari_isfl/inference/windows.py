@@ -27,6 +27,7 @@ __all__ = [
     "resolve_roi_size",
     "run_windows",
     "scan_interval",
+    "window_edges",
     "window_plan",
 ]
 
@@ -150,6 +151,24 @@ def count_windows(shape: Sequence[int], roi: Sequence[int], overlap: float | Seq
     overlaps = tuple(overlap) if isinstance(overlap, Sequence) else (overlap,) * len(shape)
     interval = scan_interval(shape, roi, overlaps)
     return len(dense_patch_slices(tuple(shape), tuple(roi), interval))
+
+
+def window_edges(shape: Sequence[int], roi: Sequence[int], overlaps: Sequence[float]) -> list[list[int]]:
+    """Per axis, where the sliding windows start or end inside an image of ``shape`` (MONAI's window
+    positions): the planes a seam would show on. An axis covered by one window has none.
+
+    Examples:
+        >>> window_edges((100, 40), (32, 40), (0.25, 0.0))
+        [[24, 32, 48, 56, 68, 80], []]
+    """
+    from monai.data.utils import dense_patch_slices
+
+    slices = dense_patch_slices(tuple(shape), tuple(roi), scan_interval(shape, roi, overlaps))
+    edges = []
+    for axis, size in enumerate(shape):
+        positions = {int(s[axis].start) for s in slices} | {int(s[axis].stop) for s in slices}
+        edges.append(sorted(p for p in positions if 0 < p < size))
+    return edges
 
 
 def _grid_windows(
