@@ -409,9 +409,11 @@ def test_mslub_native_scans_agree_with_the_dataset_transforms(case) -> None:
         dataset = read_transform(MSLUB / patient / f"{study}_{sequence}_intrastudy_to_FLAIR.txt")
         result = register(moving, reference, "affine", threads=2)
         assert np.median(displacement_mm(result.reference_to_moving, dataset, head)) < 1.5, sequence
-        extra = random_rigid(31, head.mean(axis=0))
-        result = register(moved(moving, extra), reference, "affine", threads=2)
-        assert np.median(displacement_mm(result.reference_to_moving, extra @ dataset, head)) < 1.5, sequence
+        if sequence == "T1W":  # the moved variant once per study keeps the run short
+            extra = random_rigid(31, head.mean(axis=0))
+            result = register(moved(moving, extra), reference, "affine", threads=2)
+            error = displacement_mm(result.reference_to_moving, extra @ dataset, head)
+            assert np.median(error) < 1.5, sequence
 
 
 #: native scan -> BraTS reference of the same patient (FLAIR for three; the native T1c only aligns onto
