@@ -15,7 +15,7 @@ from napari.layers import Image, Layer  # noqa: E402
 
 import napari_isfl  # noqa: E402
 from napari_isfl.plugin.layers import METADATA_KEY, layer_world_affine, prepare_fusion  # noqa: E402
-from napari_isfl.plugin.reader import get_reader, read_nifti  # noqa: E402
+from napari_isfl.plugin.reader import display_orientation, get_reader, read_nifti  # noqa: E402
 from napari_isfl.plugin.sample_data import SAMPLE_DIR, mni_ct_flair, tcga_du_7294  # noqa: E402
 from napari_isfl.plugin.writer import write_nifti  # noqa: E402
 
@@ -44,17 +44,21 @@ def test_get_reader_accepts_nifti_only(tmp_path):
 
 
 def test_reader_places_the_volume_in_world_coordinates():
+    """Axial view (anterior up, the patient's right on the left) with exact world geometry: napari's world
+    is the scanner's (S, P, L) = RAS+ (z, -y, -x), every voxel where nibabel puts it."""
     source = nib.load(TCGA_T1C)
+    stored = np.asarray(source.dataobj)
     layer = _layer(TCGA_T1C)
     assert layer.name == "TCGA-DU-7294_t1c"
     assert layer.data.dtype == np.int16  # stored dtype kept, no float64 blow-up
-    assert layer.data.shape == source.shape
-    np.testing.assert_array_equal(layer.data, np.asarray(source.dataobj))
-    np.testing.assert_allclose(layer.affine.affine_matrix @ np.diag([*layer.scale, 1.0]), source.affine)
-    np.testing.assert_allclose(layer_world_affine(layer), source.affine)
-    np.testing.assert_allclose(layer.scale, source.header.get_zooms()[:3])
+    shown, matrix, _ = display_orientation(source.affine, stored)
+    np.testing.assert_array_equal(layer.data, shown)
+    np.testing.assert_allclose(layer_world_affine(layer), matrix)
+    # the displayed axes run inferior->superior, anterior->posterior, right->left
+    assert (np.diag(layer_world_affine(layer))[:3] > 0).all()
+    assert sorted(layer.scale) == sorted(source.header.get_zooms()[:3])
     assert [str(u) for u in layer.units] == ["millimeter"] * 3
-    assert layer.axis_labels == ("x", "y", "z")
+    assert layer.axis_labels == ("S", "P", "L")
     low, high = layer.contrast_limits
     assert 0 <= low < high < float(layer.data.max()) + 1
     namespace = layer.metadata[METADATA_KEY]
@@ -62,15 +66,20 @@ def test_reader_places_the_volume_in_world_coordinates():
     np.testing.assert_allclose(namespace["nifti"]["affine"], source.affine)
     assert namespace["nifti"]["header"] == source.header.binaryblock
     assert namespace["nifti"]["stored_shape"] == list(source.shape)
-    # a voxel's world position is where nibabel puts it
-    voxel = (10, 20, 30)
-    np.testing.assert_allclose(layer.data_to_world(voxel), nib.affines.apply_affine(source.affine, voxel))
+    # a stored voxel: its RAS+ position from nibabel, as (z, -y, -x) in napari's world, same value
+    voxel = np.array([10, 20, 30])
+    x, y, z = nib.affines.apply_affine(source.affine, voxel)
+    shown_voxel = np.linalg.inv(matrix) @ np.array([z, -y, -x, 1.0])
+    np.testing.assert_allclose(layer.data_to_world(shown_voxel[:3]), (z, -y, -x), atol=1e-6)
+    assert layer.data[tuple(np.rint(shown_voxel[:3]).astype(int))] == stored[tuple(voxel)]
 
 
 def test_reader_scaled_data_becomes_float32():
     layer = _layer(MNI_FLAIR)
+    source = nib.load(MNI_FLAIR)
     assert layer.data.dtype == np.float32
-    np.testing.assert_allclose(layer.data, nib.load(MNI_FLAIR).get_fdata(), rtol=1e-5, atol=1e-4)
+    shown = display_orientation(source.affine, source.get_fdata())[0]
+    np.testing.assert_allclose(layer.data, shown, rtol=1e-5, atol=1e-4)
 
 
 def test_reader_refuses_4d_volumes(tmp_path):
@@ -90,7 +99,9 @@ def test_round_trip_read_fuse_write_read(tcga_crop_files, tiny_checkpoint_3d, tm
     assert written.shape == source.shape
     np.testing.assert_array_equal(written.affine, source.affine)
     assert written.get_data_dtype() == np.float32
-    np.testing.assert_array_equal(written.get_fdata(dtype=np.float32), data)
+    np.testing.assert_array_equal(
+        display_orientation(written.affine, written.get_fdata(dtype=np.float32))[0], data
+    )
     assert written.header.get_xyzt_units() == source.header.get_xyzt_units()
     assert b"napari-isfl" in written.header["descrip"].tobytes()
 
@@ -111,10 +122,11 @@ def test_writer_keeps_an_input_layer_exact(tcga_crop_files, tmp_path):
 
 def test_writer_follows_a_moved_layer(tcga_crop_files, tmp_path):
     layer = _layer(tcga_crop_files["t1c"])
-    layer.translate = (0.0, 0.0, 5.0)  # moved 5 mm along world z after reading
+    layer.translate = (5.0, 0.0, 2.0)  # moved 5 mm up (S) and 2 mm to the patient's left after reading
     written = _write(layer, tmp_path / "moved.nii.gz")
     expected = nib.load(tcga_crop_files["t1c"]).affine.copy()
-    expected[2, 3] += 5.0
+    expected[2, 3] += 5.0  # RAS+ z is superior
+    expected[0, 3] -= 2.0  # RAS+ x points to the patient's right
     np.testing.assert_allclose(written.affine, expected)
 
 
@@ -173,8 +185,9 @@ def test_sample_data_opens_correctly_placed(loader, folder, files, names):
     assert [layer.name for layer in layers] == names
     for layer, file in zip(layers, files, strict=True):
         source = nib.load(SAMPLE_DIR / folder / file)
-        assert layer.data.shape == source.shape
-        np.testing.assert_allclose(layer_world_affine(layer), source.affine)
+        shown, matrix, _ = display_orientation(source.affine, np.asarray(source.dataobj))
+        assert layer.data.shape == shown.shape and layer.axis_labels == ("S", "P", "L")
+        np.testing.assert_allclose(layer_world_affine(layer), matrix)
     prepare_fusion(layers)  # all on one grid: no resampling needed
     if folder == "mni_ct_flair":
         assert layers[0].metadata[METADATA_KEY]["modality"] == "ct"

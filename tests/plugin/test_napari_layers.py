@@ -22,7 +22,7 @@ from napari_isfl.plugin.layers import (  # noqa: E402
     prepare_fusion,
     world_affine,
 )
-from napari_isfl.plugin.reader import read_nifti  # noqa: E402
+from napari_isfl.plugin.reader import display_orientation, read_nifti  # noqa: E402
 from napari_isfl.spatial import CoregistrationError, is_orthogonal, resample_to_grid  # noqa: E402
 
 SPATIAL = ("scale", "translate", "rotate", "shear", "affine", "units", "axis_labels")
@@ -80,13 +80,13 @@ def test_fuse_layers_3d_two_layers_keeps_reference_geometry(tcga_crop_files, tin
     assert len(outputs) == 1
     data, kwargs, layer_type = outputs[0]
     assert layer_type == "image"
-    assert data.shape == t1c.data.shape == (24, 28, 20)
+    assert data.shape == t1c.data.shape == (20, 28, 24)  # shown axial: (S, P, L) of a (x, y, z) file
     assert data.dtype == np.float32 and data.min() >= 0.0 and data.max() <= 1.0
     assert kwargs["name"] == "TCGA-DU-7294_t1c + TCGA-DU-7294_flair fused"
     assert kwargs["colormap"] == "gray" and tuple(kwargs["contrast_limits"]) == (0.0, 1.0)
     fused = Layer.create(*outputs[0])
     _assert_same_placement(fused, t1c)
-    assert [str(u) for u in fused.units] == ["millimeter"] * 3 and fused.axis_labels == ("x", "y", "z")
+    assert [str(u) for u in fused.units] == ["millimeter"] * 3 and fused.axis_labels == ("S", "P", "L")
 
     provenance = kwargs["metadata"][METADATA_KEY]
     assert provenance["role"] == "fused"
@@ -139,9 +139,12 @@ def test_fuse_layers_2d_three_layers_with_maps(tiny_checkpoint_2d):
     assert fused.metadata[METADATA_KEY]["modalities"] == ["mri", "ct", "pet"]
     assert overlay.colormap.name == "inferno" and overlay.blending == "additive" and overlay.opacity < 1
     np.testing.assert_array_equal(overlay.data, pet.data)
-    assert stability.colormap.name == "magma"
+    # the maps do not cover the fusion: hidden until asked for, translucent, a colour bar for their scale
+    assert stability.colormap.name == "viridis" and stability.blending == "translucent"
+    assert not stability.visible and stability.colorbar.visible
     assert stability.contrast_limits[0] == 0.0 and stability.contrast_limits[1] > 0.0
     assert len({c.colormap.name for c in contributions}) == 3
+    assert not any(c.visible for c in contributions) and all(c.colorbar.visible for c in contributions)
     np.testing.assert_allclose(sum(c.data for c in contributions), 1.0, atol=1e-4)
     assert [c.metadata[METADATA_KEY]["contribution_of"] for c in contributions] == [
         "T1 MRI",
@@ -299,8 +302,8 @@ def test_cli_and_layers_resample_to_the_same_array(tmp_path, tiny_checkpoint_3d)
     from_layers = napari_isfl.fuse_layers(
         *layers, modalities=["mri", "ct"], resample=True, model=str(tiny_checkpoint_3d), device="cpu"
     )[0][0]
-    assert from_files.shape == from_layers.shape == (20, 22, 16)
-    np.testing.assert_array_equal(from_files, from_layers)
+    assert from_files.shape == (20, 22, 16)
+    np.testing.assert_array_equal(display_orientation(reference, from_files)[0], from_layers)
 
     # the resampled CT itself: its background (not 0) outside its field of view, on both paths
     request = prepare_fusion(layers, ["mri", "ct"], resample=True)
@@ -311,5 +314,23 @@ def test_cli_and_layers_resample_to_the_same_array(tmp_path, tiny_checkpoint_3d)
     from napari_isfl.spatial import resample_to_reference
 
     resampled = resample_to_reference(read_image(second), read_image(first))
-    np.testing.assert_array_equal(on_grid, resampled.array)
+    np.testing.assert_array_equal(on_grid, display_orientation(reference, resampled.array)[0])
     assert on_grid.min() == pytest.approx(ct_like.min()) and (on_grid == ct_like.min()).any()
+
+
+def test_outputs_of_axial_layers_are_shown_like_their_inputs(tcga_crop_files, tiny_checkpoint_3d):
+    """Reader layers are shown axial; every output (fusion, PET overlay, maps) lies on them voxel for
+    voxel, while the fusion itself runs in the files' own order (as the CLI's does)."""
+    viewer = _viewer_with([tcga_crop_files["t1c"], tcga_crop_files["flair"]])
+    t1c, flair = viewer.layers
+    layers = napari_isfl.fuse_layers(
+        t1c, flair, modalities=["mri", "pet"], viewer=viewer, model=str(tiny_checkpoint_3d), device="cpu",
+        overlay=True, stability=True, contributions=True,
+    )  # fmt: skip
+    fused, overlay, stability, *contributions = layers
+    np.testing.assert_array_equal(overlay.data, flair.data)
+    for layer in layers:
+        assert layer.data.shape == t1c.data.shape
+        _assert_same_placement(layer, t1c)
+    background = (t1c.data <= t1c.data.min()) & (flair.data <= flair.data.min())
+    assert (fused.data[background] == 0).all()

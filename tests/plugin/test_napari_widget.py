@@ -87,7 +87,8 @@ def test_widget_fuses_through_the_manifest(
     provenance = fused.metadata[METADATA_KEY]
     assert provenance["inputs"] == [flair.name, t1c.name, t2.name] and provenance["device"] == "cpu"
     assert provenance["model"] == tiny_checkpoint_3d.name
-    assert viewer.layers["fused stability"].colormap.name == "magma"
+    assert viewer.layers["fused stability"].colormap.name == "viridis"
+    assert not viewer.layers["fused stability"].visible  # shown on demand: it never hides the fusion
     assert widget.status.value.startswith("Fused")
     assert widget.run_button.enabled and not widget.cancel_button.enabled
 

@@ -58,8 +58,13 @@ __all__ = [
 METADATA_KEY = "napari_isfl"
 #: output roles written to ``metadata[METADATA_KEY]["role"]``; layers with one are ours to update
 OUTPUT_ROLES = ("fused", "stability", "contribution", "overlay")
-#: colour maps of the per-modality contribution maps, in input order
-CONTRIBUTION_COLORMAPS = ("green", "magenta", "cyan", "yellow", "bop orange", "bop blue")
+#: colour maps of the per-modality contribution maps (share 0..1), in input order: perceptually uniform
+CONTRIBUTION_COLORMAPS = ("viridis", "cividis", "plasma", "inferno", "magma", "turbo")
+#: the stability map's colour map, and the opacity of the maps when the user shows them
+MAP_COLORMAP = "viridis"
+MAP_OPACITY = 0.6
+#: output roles whose layers carry a colour bar (their values are read, not just seen)
+COLORBAR_ROLES = ("stability", "contribution")
 #: colour overlay of a functional input (fused grey underneath, additive blending on top)
 OVERLAY_COLORMAPS = {"pet": "inferno", "spect": "hot"}
 OVERLAY_OPACITY = 0.6
@@ -308,7 +313,10 @@ def compute_fusion(
         FusionCancelled: the ``cancel`` callback asked to stop (nothing is returned).
         ValueError, CheckpointError: from :func:`~napari_isfl.inference.fuse`.
     """
+    from nibabel.orientations import apply_orientation
+
     from ..inference import FusionEngine
+    from .reader import stored_and_displayed
 
     if engine is None:
         engine = FusionEngine(fuse_options.pop("model", "default"), fuse_options.pop("device", "auto"))
@@ -320,6 +328,12 @@ def compute_fusion(
         if resample:
             grey = resample_to_grid(grey, matrix, request.reference_shape, request.world_affines[0])
         arrays.append(grey)
+    # a volume the reader shows axial is fused in its file's axis order, so the napari fusion is the
+    # fusion `isfl fuse` makes of the same files, voxel for voxel; the outputs are shown like the inputs
+    orientation = stored_and_displayed((request.reference_metadata.get(METADATA_KEY) or {}).get("nifti"))
+    shown = arrays  # the inputs as displayed (overlays are drawn from these)
+    if orientation is not None:
+        arrays = [apply_orientation(a, orientation[1]) for a in arrays]
     result = engine.fuse(
         arrays,
         request.modalities,
@@ -328,6 +342,14 @@ def compute_fusion(
         contributions=contributions,
         **fuse_options,
     )
+    if orientation is not None:
+        result.fused = np.ascontiguousarray(apply_orientation(result.fused, orientation[0]))
+        if result.stability is not None:
+            result.stability = np.ascontiguousarray(apply_orientation(result.stability, orientation[0]))
+        if result.contributions is not None:
+            result.contributions = np.stack(
+                [np.ascontiguousarray(apply_orientation(c, orientation[0])) for c in result.contributions]
+            )
 
     reference_ns = request.reference_metadata.get(METADATA_KEY) or {}
     base_ns = {
@@ -359,7 +381,7 @@ def compute_fusion(
             low, high = float(norm["low"]), float(norm["high"])
             outputs.append(
                 (
-                    arrays[index],
+                    shown[index],
                     layer_kwargs(
                         f"{fused_name} overlay {request.names[index]}",
                         "overlay",
@@ -385,8 +407,12 @@ def compute_fusion(
                 layer_kwargs(
                     f"{fused_name} stability",
                     "stability",
-                    colormap="magma",
-                    blending="additive",
+                    # hidden, translucent and perceptually uniform: shown on demand over the fusion,
+                    # with a colour bar giving its scale (the std of the fused value, same units)
+                    colormap=MAP_COLORMAP,
+                    blending="translucent",
+                    opacity=MAP_OPACITY,
+                    visible=False,
                     contrast_limits=(0.0, robust_range(result.stability, 0.0, 99.5)[1] or 1e-6),
                 ),
                 "image",
@@ -402,7 +428,8 @@ def compute_fusion(
                         "contribution",
                         {"contribution_of": input_name},
                         colormap=CONTRIBUTION_COLORMAPS[index % len(CONTRIBUTION_COLORMAPS)],
-                        blending="additive",
+                        blending="translucent",
+                        opacity=MAP_OPACITY,
                         contrast_limits=(0.0, 1.0),
                         visible=False,
                     ),
@@ -454,6 +481,9 @@ def add_or_update_layers(
             layers.append(layer)
         else:
             layers.append(viewer.add_image(data, **kwargs))
+        role = (kwargs["metadata"].get(METADATA_KEY) or {}).get("role")
+        if role in COLORBAR_ROLES and hasattr(layers[-1], "colorbar"):  # napari >= 0.5
+            layers[-1].colorbar.visible = True  # drawn while the layer is shown
     return layers
 
 

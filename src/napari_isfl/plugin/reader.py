@@ -1,17 +1,21 @@
-"""napari reader for NIfTI (``.nii``, ``.nii.gz``) images, placed in world (scanner, mm) coordinates.
+"""napari reader for NIfTI (``.nii``, ``.nii.gz``) images, placed in world (scanner, mm) coordinates and
+shown the way a radiologist reads them.
 
-Convention: the array keeps nibabel's voxel order ``(x, y, z)`` and its stored dtype (via
-:func:`napari_isfl.io.read_image`: int16 stays int16, scaled data becomes float32, never float64). The
-NIfTI voxel-to-world matrix ``A`` is split into
+Convention. A 3D volume opens **axial**, anterior up and the patient's right on the screen's left (the
+radiological convention): the array is reoriented (a transpose and flips, a view: no copy) so that its
+axes run inferior->superior, anterior->posterior and right->left, and napari's world axes are the
+scanner's coordinates in that order, ``(S, P, L)`` in mm: world ``(z, -y, -x)`` of the NIfTI RAS+
+coordinates. napari slides along its first axis and draws the other two as rows (down) and columns
+(right), hence axial slices with anterior up and right on the left. The data-to-world matrix is split into
 
-* ``scale``: the voxel spacing (the column norms of ``A``'s linear part), and
-* ``affine``: the rest, i.e. axis directions and origin, ``A @ diag(1 / spacing)``,
+* ``scale``: the voxel spacing (the column norms of the matrix's linear part), and
+* ``affine``: the rest, i.e. axis directions (near identity after the reorientation) and origin,
 
-so that ``layer.affine @ diag(layer.scale) == A`` and napari's world coordinates are the NIfTI world
-coordinates. ``A``, the header (as bytes) and the on-disk shape are kept in
-``metadata["napari_isfl"]["nifti"]`` so the writer restores them exactly. A 2D NIfTI slice
-``(x, y, 1)`` opens as a 2D layer (its 3D affine is kept in the metadata). 4D volumes are refused with
-a message saying how to extract one volume: fusion works on one 3D volume per modality.
+so world coordinates are exact: a point's world coordinates are its RAS+ coordinates ``(x, y, z)`` as
+``(z, -y, -x)``. The NIfTI matrix, the header (as bytes), the on-disk shape and the reorientation are kept in
+``metadata["napari_isfl"]["nifti"]``, so the writer restores the file exactly. A 2D NIfTI slice
+``(x, y, 1)`` opens as a 2D layer in its stored order (its 3D affine is kept in the metadata). 4D volumes
+are refused with a message saying how to extract one volume: fusion works on one 3D volume per modality.
 """
 
 from __future__ import annotations
@@ -23,9 +27,23 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["get_reader", "nifti_layer_data", "read_nifti"]
+__all__ = [
+    "stored_and_displayed",
+    "DISPLAY_AXCODES",
+    "WORLD_FROM_RAS",
+    "display_orientation",
+    "get_reader",
+    "nifti_layer_data",
+    "read_nifti",
+]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+#: the direction each axis of a displayed volume runs to: napari's slider, rows (down), columns (right)
+DISPLAY_AXCODES = ("S", "P", "L")
+#: napari world coordinates (S, P, L) from NIfTI RAS+ coordinates (x, y, z)
+WORLD_FROM_RAS = np.array(
+    [[0.0, 0.0, 1.0, 0.0], [0.0, -1.0, 0.0, 0.0], [-1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]]
+)
 #: NIfTI spatial unit codes to the unit names napari (pint) understands; "unknown" is taken as mm,
 #: as virtually every tool does
 _UNITS = {"mm": "mm", "meter": "m", "micron": "um", "unknown": "mm"}
@@ -84,38 +102,93 @@ def _robust_contrast(array: np.ndarray) -> tuple[float, float]:
     return (low, high) if high > low else (low, low + 1.0)
 
 
+def display_orientation(affine: np.ndarray, array: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A volume reoriented for display (:data:`DISPLAY_AXCODES`) and its data-to-world matrix.
+
+    Returns:
+        ``(display array (a view), napari data-to-world matrix (4x4, world (S, P, L)), the nibabel
+        orientation transform from the stored to the displayed axes)``.
+
+    Examples:
+        >>> volume = np.zeros((4, 5, 6))                                 # stored (x, y, z), RAS+
+        >>> shown, matrix, _ = display_orientation(np.diag([2.0, 1.0, 3.0, 1.0]), volume)
+        >>> shown.shape, np.diag(matrix).tolist()
+        ((6, 5, 4), [3.0, 1.0, 2.0, 1.0])
+    """
+    from nibabel.orientations import (
+        apply_orientation,
+        axcodes2ornt,
+        inv_ornt_aff,
+        io_orientation,
+        ornt_transform,
+    )
+
+    transform = ornt_transform(io_orientation(affine), axcodes2ornt(DISPLAY_AXCODES))
+    shown = apply_orientation(array, transform)
+    ras = np.asarray(affine, dtype=float) @ inv_ornt_aff(transform, array.shape)
+    return shown, WORLD_FROM_RAS @ ras, transform
+
+
+def stored_and_displayed(nifti: dict | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """The orientation transforms (file -> display, display -> file) of a layer the reader showed axial,
+    from its ``metadata["napari_isfl"]["nifti"]``; ``None`` for a layer shown as stored."""
+    if not nifti or not nifti.get("display_axcodes"):
+        return None
+    from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
+
+    stored = io_orientation(np.asarray(nifti["affine"], dtype=float))
+    shown = axcodes2ornt(tuple(nifti["display_axcodes"]))
+    return ornt_transform(stored, shown), ornt_transform(shown, stored)
+
+
 def nifti_layer_data(path: PathLike, name: str | None = None) -> LayerDataTuple:
     """One NIfTI file as an image LayerDataTuple placed in world coordinates (see the module doc)."""
     from ..io import image_suffix, read_image
+
+    image = read_image(path)
+    layer_name = name or image.path.name[: -len(image_suffix(image.path))]
+    return image_layer_data(image, layer_name)
+
+
+def image_layer_data(image, layer_name: str, extra_metadata: dict | None = None) -> LayerDataTuple:
+    """An :class:`~napari_isfl.io.ImageData` with a RAS+ affine (NIfTI, DICOM) as an image LayerDataTuple:
+    3D volumes axial (see the module doc), 2D slices as stored."""
     from ..normalization import guess_modality
     from ..spatial import is_orthogonal
     from .layers import METADATA_KEY
 
-    image = read_image(path)
     array = image.array
     ndim = array.ndim
-    spacing, directions = split_nifti_affine(image.affine, ndim)
     if not is_orthogonal(image.affine):
         warnings.warn(
-            f"{image.path.name} has a sheared (non-orthogonal) voxel-to-world matrix; napari shows 2D "
+            f"{image.name} has a sheared (non-orthogonal) voxel-to-world matrix; napari shows 2D "
             "slices of it only approximately (resampling and saving use the exact matrix)",
             UserWarning,
             stacklevel=2,
         )
+    nifti = {
+        "affine": np.asarray(image.affine, dtype=float).tolist(),
+        "stored_shape": list(image.stored_shape),
+        "dtype": str(array.dtype),
+    }
+    if image.header is not None and hasattr(image.header, "binaryblock"):
+        nifti |= {"header": bytes(image.header.binaryblock), "header_class": type(image.header).__name__}
+    if ndim == 3:
+        array, matrix, transform = display_orientation(image.affine, array)
+        nifti["display_axcodes"] = list(DISPLAY_AXCODES)
+        spacing, directions = split_nifti_affine(matrix, ndim)
+        axis_labels = DISPLAY_AXCODES
+    else:
+        spacing, directions = split_nifti_affine(image.affine, ndim)
+        axis_labels = ("x", "y")
     header = image.header
     spatial_unit = header.get_xyzt_units()[0] if hasattr(header, "get_xyzt_units") else "unknown"
-    layer_name = name or image.path.name[: -len(image_suffix(image.path))]
     metadata = {
         METADATA_KEY: {
             "source": str(image.path),
             "modality": guess_modality(layer_name),
-            "nifti": {
-                "affine": np.asarray(image.affine, dtype=float).tolist(),
-                "header": bytes(header.binaryblock),
-                "header_class": type(header).__name__,
-                "stored_shape": list(image.stored_shape),
-                "dtype": str(array.dtype),
-            },
+            "nifti": nifti,
+            **(extra_metadata or {}),
         }
     }
     kwargs = {
@@ -123,7 +196,7 @@ def nifti_layer_data(path: PathLike, name: str | None = None) -> LayerDataTuple:
         "scale": tuple(float(s) for s in spacing),
         "affine": directions,
         "units": (_UNITS.get(spatial_unit, "mm"),) * ndim,
-        "axis_labels": ("x", "y", "z")[:ndim],
+        "axis_labels": tuple(axis_labels),
         "colormap": "gray",
         "contrast_limits": _robust_contrast(array),
         "metadata": metadata,

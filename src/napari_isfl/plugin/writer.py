@@ -1,7 +1,9 @@
 """napari writer: an image layer to NIfTI (``.nii.gz``, ``.nii``), in the layer's world coordinates.
 
 The voxel-to-world matrix is the layer's data-to-world transform (``affine @ (translate + rotate @
-shear @ scale)``). For a layer that came from the NIfTI reader, or a fused output on such a layer's
+shear @ scale)``); for a volume the reader showed axial (world ``(S, P, L)``, see
+:mod:`napari_isfl.plugin.reader`) it is turned back into RAS+ and the array into the file's own axis
+order. For a layer that came from the NIfTI reader, or a fused output on such a layer's
 grid, ``metadata["napari_isfl"]["nifti"]`` holds the source's affine, header and on-disk shape: when
 the layer's transform still equals that affine, the stored affine and header are written back
 exactly (a 2D slice goes back to its ``(x, y, 1)`` shape); when the layer was moved or rescaled
@@ -91,12 +93,15 @@ def write_nifti(path: str | os.PathLike, data: Any, meta: dict) -> list[str]:
         array = array.astype(np.float32)
 
     affine = layer_nifti_affine(meta, array.ndim)
-    shape = array.shape
     namespace = (meta.get("metadata") or {}).get(METADATA_KEY) or {}
     nifti = namespace.get("nifti")
+    if nifti and nifti.get("display_axcodes") and array.ndim == 3:
+        # the reader showed the volume axial (world (S, P, L)): back to RAS+ and the stored axis order
+        array, affine = _stored_orientation(array, affine, nifti)
+    shape = array.shape
     header = None
     if nifti:
-        header = _stored_header(nifti)
+        header = _stored_header(nifti) if "header" in nifti else nib.Nifti1Header()
         stored_affine = np.asarray(nifti["affine"], dtype=float)
         stored_shape = tuple(int(s) for s in nifti["stored_shape"])
         same_grid = array.shape == stored_shape[: array.ndim] and np.allclose(
@@ -122,6 +127,23 @@ def write_nifti(path: str | os.PathLike, data: Any, meta: dict) -> list[str]:
         image.header["descrip"] = f"napari-isfl {__version__} {role}".encode()[:79]
     plan.write({"image": lambda tmp: nib.save(image, tmp)})
     return [str(path)]
+
+
+def _stored_orientation(
+    array: np.ndarray, world_matrix: np.ndarray, nifti: dict
+) -> tuple[np.ndarray, np.ndarray]:
+    """Undo the reader's display orientation: the array in the file's axis order and its RAS+ matrix."""
+    import nibabel as nib
+    from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
+
+    from .reader import WORLD_FROM_RAS
+
+    ras = np.linalg.inv(WORLD_FROM_RAS) @ world_matrix
+    back = ornt_transform(
+        axcodes2ornt(tuple(nifti["display_axcodes"])), io_orientation(np.asarray(nifti["affine"]))
+    )
+    image = nib.Nifti1Image(array, ras).as_reoriented(back)
+    return np.asanyarray(image.dataobj), image.affine
 
 
 def _slice_affine(stored_affine: np.ndarray) -> np.ndarray:
