@@ -29,9 +29,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from .io import ImageData
 
 __all__ = [
+    "DISPLAY_AXCODES",
     "GRID_ATOL",
+    "WORLD_FROM_RAS",
     "CoregistrationError",
     "check_coregistration",
+    "display_orientation",
     "foreground_box",
     "grid_difference",
     "is_orthogonal",
@@ -39,6 +42,13 @@ __all__ = [
     "resample_to_reference",
 ]
 
+#: the radiological display of a volume: axes run to superior, posterior and the patient's left, so axial
+#: slices (rows down, columns right) show anterior up and the patient's right on the left
+DISPLAY_AXCODES = ("S", "P", "L")
+#: display world coordinates (S, P, L) from NIfTI RAS+ coordinates (x, y, z)
+WORLD_FROM_RAS = np.array(
+    [[0.0, 0.0, 1.0, 0.0], [0.0, -1.0, 0.0, 0.0], [-1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]]
+)
 #: data-to-world matrices that differ by less than this (world units, usually mm) describe one grid
 GRID_ATOL = 1e-3
 #: relative tolerance on voxel sizes
@@ -220,3 +230,30 @@ def resample_to_reference(image: ImageData, reference: ImageData, order: int = 1
             [zoom(c, factors, order=order, grid_mode=True, mode="nearest") for c in image.chroma]
         )
     return replace(image, array=array, chroma=chroma, stored_shape=reference.stored_shape)
+
+
+def display_orientation(affine: np.ndarray, array: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A volume reoriented for display (:data:`DISPLAY_AXCODES`) and its data-to-world matrix.
+
+    Returns:
+        ``(display array (a view), napari data-to-world matrix (4x4, world (S, P, L)), the nibabel
+        orientation transform from the stored to the displayed axes)``.
+
+    Examples:
+        >>> volume = np.zeros((4, 5, 6))                                 # stored (x, y, z), RAS+
+        >>> shown, matrix, _ = display_orientation(np.diag([2.0, 1.0, 3.0, 1.0]), volume)
+        >>> shown.shape, np.diag(matrix).tolist()
+        ((6, 5, 4), [3.0, 1.0, 2.0, 1.0])
+    """
+    from nibabel.orientations import (
+        apply_orientation,
+        axcodes2ornt,
+        inv_ornt_aff,
+        io_orientation,
+        ornt_transform,
+    )
+
+    transform = ornt_transform(io_orientation(affine), axcodes2ornt(DISPLAY_AXCODES))
+    shown = apply_orientation(array, transform)
+    ras = np.asarray(affine, dtype=float) @ inv_ornt_aff(transform, array.shape)
+    return shown, WORLD_FROM_RAS @ ras, transform

@@ -15,9 +15,10 @@ from napari.layers import Image, Layer  # noqa: E402
 
 import napari_isfl  # noqa: E402
 from napari_isfl.plugin.layers import METADATA_KEY, layer_world_affine, prepare_fusion  # noqa: E402
-from napari_isfl.plugin.reader import display_orientation, get_reader, read_nifti  # noqa: E402
+from napari_isfl.plugin.reader import get_reader, read_nifti  # noqa: E402
 from napari_isfl.plugin.sample_data import SAMPLE_DIR, mni_ct_flair, tcga_du_7294  # noqa: E402
 from napari_isfl.plugin.writer import write_nifti  # noqa: E402
+from napari_isfl.spatial import display_orientation  # noqa: E402
 
 TCGA_T1C = SAMPLE_DIR / "tcga_du_7294" / "TCGA-DU-7294_t1c.nii.gz"
 MNI_FLAIR = SAMPLE_DIR / "mni_ct_flair" / "mni_flair.nii.gz"

@@ -22,8 +22,13 @@ from napari_isfl.plugin.layers import (  # noqa: E402
     prepare_fusion,
     world_affine,
 )
-from napari_isfl.plugin.reader import display_orientation, read_nifti  # noqa: E402
-from napari_isfl.spatial import CoregistrationError, is_orthogonal, resample_to_grid  # noqa: E402
+from napari_isfl.plugin.reader import read_nifti  # noqa: E402
+from napari_isfl.spatial import (  # noqa: E402
+    CoregistrationError,
+    display_orientation,  # noqa: E402
+    is_orthogonal,
+    resample_to_grid,
+)
 
 SPATIAL = ("scale", "translate", "rotate", "shear", "affine", "units", "axis_labels")
 

@@ -27,23 +27,11 @@ from typing import Any
 
 import numpy as np
 
-__all__ = [
-    "stored_and_displayed",
-    "DISPLAY_AXCODES",
-    "WORLD_FROM_RAS",
-    "display_orientation",
-    "get_reader",
-    "nifti_layer_data",
-    "read_nifti",
-]
+from ..spatial import DISPLAY_AXCODES, display_orientation
+
+__all__ = ["get_reader", "image_layer_data", "nifti_layer_data", "read_nifti", "stored_and_displayed"]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
-#: the direction each axis of a displayed volume runs to: napari's slider, rows (down), columns (right)
-DISPLAY_AXCODES = ("S", "P", "L")
-#: napari world coordinates (S, P, L) from NIfTI RAS+ coordinates (x, y, z)
-WORLD_FROM_RAS = np.array(
-    [[0.0, 0.0, 1.0, 0.0], [0.0, -1.0, 0.0, 0.0], [-1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]]
-)
 #: NIfTI spatial unit codes to the unit names napari (pint) understands; "unknown" is taken as mm,
 #: as virtually every tool does
 _UNITS = {"mm": "mm", "meter": "m", "micron": "um", "unknown": "mm"}
@@ -100,33 +88,6 @@ def _robust_contrast(array: np.ndarray) -> tuple[float, float]:
     if not high > low:
         low, high = float(np.min(array)), float(np.max(array))
     return (low, high) if high > low else (low, low + 1.0)
-
-
-def display_orientation(affine: np.ndarray, array: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A volume reoriented for display (:data:`DISPLAY_AXCODES`) and its data-to-world matrix.
-
-    Returns:
-        ``(display array (a view), napari data-to-world matrix (4x4, world (S, P, L)), the nibabel
-        orientation transform from the stored to the displayed axes)``.
-
-    Examples:
-        >>> volume = np.zeros((4, 5, 6))                                 # stored (x, y, z), RAS+
-        >>> shown, matrix, _ = display_orientation(np.diag([2.0, 1.0, 3.0, 1.0]), volume)
-        >>> shown.shape, np.diag(matrix).tolist()
-        ((6, 5, 4), [3.0, 1.0, 2.0, 1.0])
-    """
-    from nibabel.orientations import (
-        apply_orientation,
-        axcodes2ornt,
-        inv_ornt_aff,
-        io_orientation,
-        ornt_transform,
-    )
-
-    transform = ornt_transform(io_orientation(affine), axcodes2ornt(DISPLAY_AXCODES))
-    shown = apply_orientation(array, transform)
-    ras = np.asarray(affine, dtype=float) @ inv_ornt_aff(transform, array.shape)
-    return shown, WORLD_FROM_RAS @ ras, transform
 
 
 def stored_and_displayed(nifti: dict | None) -> tuple[np.ndarray, np.ndarray] | None:

@@ -136,7 +136,7 @@ def _stored_orientation(
     import nibabel as nib
     from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
 
-    from .reader import WORLD_FROM_RAS
+    from ..spatial import WORLD_FROM_RAS
 
     ras = np.linalg.inv(WORLD_FROM_RAS) @ world_matrix
     back = ornt_transform(
