@@ -2,12 +2,14 @@
 
 What :func:`register` does, in ITK's terms: the reference is the *fixed* image, the moving image is
 sampled through a transform that maps reference world points to moving world points; Mattes mutual
-information (random sampling, seeded) is maximised by regular-step gradient descent with scales from
-physical shifts, over a multi-resolution pyramid (shrink 4, 2, 1 with 2, 1, 0 mm smoothing by
-default). The rigid stage (Euler) starts from the two images' world coordinates, or from their
-centres of mass when those are far apart; the affine stage starts from the rigid result. The moving
-image is then resampled onto the reference grid by :func:`napari_isfl.spatial.resample_to_grid`, the
-same resampler as the "resample onto the reference" path, so both paths agree to the voxel.
+information (seeded random samples in the reference's foreground, winsorized intensities) is
+maximised by regular-step gradient descent with scales from physical shifts, over a multi-resolution
+pyramid (shrink 4, 2, 1 with 2, 1, 0 mm smoothing by default). The rigid stage (Euler) starts from the
+two images' world coordinates, or, when those are far apart, from their centres of mass and a coarse
+search over rotations; the affine stage starts from the rigid result. The moving image is then
+resampled onto the reference grid by :func:`napari_isfl.spatial.resample_to_grid`, the same resampler
+as the "resample onto the reference" path, so both paths agree to the voxel. docs/CLINICAL.md has the
+accuracy and time figures.
 
 Conventions:
 
@@ -16,7 +18,7 @@ Conventions:
   anatomy (ITK's direction: the one that resampling needs); ``moving_to_reference`` is its inverse.
 * ``RegistrationResult.transform`` is the same transform as a SimpleITK transform in ITK's own
   convention (LPS physical points, fixed to moving): ``sitk.WriteTransform`` / :func:`write_transform`
-  save it as ``.tfm``/``.txt``/``.h5``, and ITK, 3D Slicer, ANTs and elastix read it.
+  save it as ``.tfm``/``.txt``/``.h5``, which ITK, 3D Slicer and ANTs read.
 * Images are 3D with an affine (NIfTI, DICOM) or plain 2D arrays (pixel grids without an affine).
 
 Examples:
