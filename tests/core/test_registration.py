@@ -433,3 +433,22 @@ def test_tcga_native_scans_end_up_aligned(sequence: str) -> None:
     result = register(moving, reference, threads=2)
     registered = mutual_information(result.image.array, reference.array, brain)
     assert registered > 5 * plain and registered > 0.2, (plain, registered)
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"{SHARED_DATA} is absent")
+def test_benchmark_script_writes_its_tables(tmp_path: Path) -> None:
+    """benchmarks/registration.py end to end on its cheapest part (DICOM reading and geometry)."""
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "registration.py"
+    spec = importlib.util.spec_from_file_location("registration_benchmark", script)
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    arguments = ["--parts", "dicom", "--repeat", "1", "--data-root", str(SHARED_DATA)]
+    assert benchmark.main([*arguments, "--output", str(tmp_path / "out")]) == 0
+    text = (tmp_path / "out" / "summary.md").read_text()
+    assert "## dicom" in text and "gantry tilt" in text
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert len(run["load_before"]) == 3 and run["threads"] == 2
