@@ -637,7 +637,7 @@ def register(
             angle about each axis at the coarsest level and refine the best few (``None``: 30 unless
             the start is ``"world"``; 0: off).
         seed: the sampling seed: the same seed gives the same result, bit for bit on one thread, to
-            about 0.01 mm on several (ITK's threads add partial sums in a varying order).
+            about 0.05 mm on several (ITK's threads add partial sums in a varying order).
         threads: threads ITK uses (its global default during the call, restored afterwards; ``None``:
             ITK's default, all cores).
         order: interpolation order of the final resampling (1: linear, 0: nearest for labels).

@@ -269,7 +269,7 @@ def test_result_lies_on_the_reference_grid_and_saves(tmp_path: Path, heads) -> N
 
 
 def test_same_seed_same_result_and_progress(heads) -> None:
-    """A seed gives the same transform every run: bit for bit on one thread, to 0.01 mm on two (ITK's
+    """A seed gives the same transform every run: bit for bit on one thread, to 0.05 mm on two (ITK's
     threads add their partial sums in a varying order); progress reports every iteration with ``done``
     rising to at most ``total``."""
     reference, moving, brain = heads
@@ -279,8 +279,8 @@ def test_same_seed_same_result_and_progress(heads) -> None:
     second = register(moving_image, reference, seed=7, threads=1)
     np.testing.assert_array_equal(first.reference_to_moving, second.reference_to_moving)
     two = [register(moving_image, reference, seed=7, threads=2).reference_to_moving for _ in range(2)]
-    assert displacement_mm(two[0], two[1], brain).max() < 1e-2
-    assert displacement_mm(two[0], first.reference_to_moving, brain).max() < 1e-2
+    assert displacement_mm(two[0], two[1], brain).max() < 0.05
+    assert displacement_mm(two[0], first.reference_to_moving, brain).max() < 0.05
     assert len(reports) == first.iterations
     done = [r.done for r in reports]
     assert done == sorted(done) and 0 < done[-1] <= reports[-1].total
