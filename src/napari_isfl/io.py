@@ -33,8 +33,10 @@ __all__ = [
     "check_affine",
     "signals_held",
     "split_colour",
+    "value_writer",
     "image_suffix",
     "image_writer",
+    "nifti_like",
     "read_image",
     "rgb_to_ycbcr",
     "write_image",
@@ -45,6 +47,8 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 TIFF_SUFFIXES = (".tif", ".tiff")
 IMAGE_SUFFIXES = NIFTI_SUFFIXES + RASTER_SUFFIXES + TIFF_SUFFIXES
+#: DICOM files carry these suffixes or none (read through :mod:`napari_isfl.dicom`, not written here)
+DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 
 
 @dataclass
@@ -142,17 +146,24 @@ def _from_rgb(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def read_image(path: str | os.PathLike) -> ImageData:
-    """Read a NIfTI volume/slice, a PNG/JPEG/BMP image or a TIFF image/stack.
+    """Read a NIfTI volume/slice, a DICOM series (a folder, or any file of it: needs the ``clinical``
+    extra), a PNG/JPEG/BMP image or a TIFF image/stack.
 
     Raises:
         FileNotFoundError: the file does not exist.
         ValueError: an unsupported type, an unreadable file, or a 4D volume (with the fix).
     """
     path = Path(path)
-    if path.is_dir():
-        raise ValueError(
-            f"{path} is a folder, not an image file; give a NIfTI (.nii, .nii.gz), PNG/JPEG/BMP or TIFF file"
-        )
+    if path.exists() and (path.is_dir() or image_suffix(path) in DICOM_SUFFIXES or not image_suffix(path)):
+        from .dicom import is_dicom, read_dicom
+
+        if is_dicom(path):  # a DICOM series: a folder, or any file of it
+            return read_dicom(path)
+        if path.is_dir():
+            raise ValueError(
+                f"{path} is a folder without DICOM files; give a DICOM series folder or an image file "
+                "(NIfTI .nii/.nii.gz, PNG/JPEG/BMP, TIFF)"
+            )
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     suffix = image_suffix(path)
@@ -305,17 +316,62 @@ def write_image(
     return atomic_write(path, image_writer(path, array, reference, color))
 
 
+def nifti_like(array: np.ndarray, reference: ImageData | None = None):
+    """A NIfTI image of ``array`` (float32) in the space of ``reference``: a NIfTI reference's affine and
+    header, another reference with an affine (a DICOM series) its affine (sform and, when orthogonal,
+    qform codes "scanner"), else the identity. A 2D array takes the reference's on-disk shape
+    (``(x, y, 1)``)."""
+    import nibabel as nib
+
+    data = np.asarray(array, dtype=np.float32)
+    if reference is None or reference.affine is None:
+        return nib.Nifti1Image(data, np.eye(4))
+    shape = reference.stored_shape[:3] if len(reference.stored_shape) >= 3 else data.shape
+    if reference.kind == "nifti":
+        header = reference.header.copy()
+        header.set_data_dtype(np.float32)
+        header.set_slope_inter(1.0, 0.0)
+        return nib.Nifti1Image(data.reshape(shape), reference.affine, header)
+    from .spatial import is_orthogonal
+
+    image = nib.Nifti1Image(data.reshape(shape), reference.affine)
+    image.set_sform(reference.affine, code=1)
+    if is_orthogonal(reference.affine):
+        image.set_qform(reference.affine, code=1)
+    image.header.set_xyzt_units("mm")
+    return image
+
+
+def value_writer(
+    path: str | os.PathLike, array: np.ndarray, reference: ImageData
+) -> Callable[[Path], object]:
+    """A writer of an image in its own units (HU, SUV, MR values: not the [0, 1] of a fusion) on
+    ``reference``'s grid, as NIfTI (``isfl register``'s output).
+
+    Raises:
+        ValueError: a suffix other than NIfTI's.
+    """
+    import nibabel as nib
+
+    if image_suffix(path) not in NIFTI_SUFFIXES:
+        raise ValueError(f"{path}: images in their own units are written as NIfTI; use .nii.gz or .nii")
+    image = nifti_like(array, reference)
+    return lambda tmp: nib.save(image, tmp)
+
+
 def image_writer(
     path: str | os.PathLike,
     array: np.ndarray,
     reference: ImageData | None = None,
     color: bool = True,
+    intensity_range: tuple[float, float] | None = (0.0, 1.0),
 ) -> Callable[[Path], object]:
     """Check a fused/derived image in [0, 1] against ``path`` and ``reference`` now, and return the
     function that writes it (to the temporary file of :func:`atomic_write` / :func:`atomic_write_all`).
 
     * NIfTI: float32 with the reference's affine and header (a 2D result is written back with the
-      reference's on-disk shape, e.g. ``(x, y, 1)``).
+      reference's on-disk shape, e.g. ``(x, y, 1)``; a DICOM reference gives its affine), with
+      ``intensity_range`` as the display window (cal_min, cal_max).
     * PNG/JPEG/BMP: 8-bit; with a colour ``reference`` and ``color=True``, the array is used as the
       luminance and the reference's chroma is re-attached (RGB output).
     * TIFF: float32 (grey) or 8-bit RGB when coloured.
@@ -335,15 +391,9 @@ def image_writer(
     if suffix in NIFTI_SUFFIXES:
         import nibabel as nib
 
-        if reference is not None and reference.kind == "nifti":
-            header = reference.header.copy()
-            header.set_data_dtype(np.float32)
-            header.set_slope_inter(1.0, 0.0)
-            shape = reference.stored_shape[:3] if len(reference.stored_shape) >= 3 else data.shape
-            img = nib.Nifti1Image(data.reshape(shape), reference.affine, header)
-            img.header["cal_min"], img.header["cal_max"] = 0.0, 1.0
-        else:
-            img = nib.Nifti1Image(data, np.eye(4))
+        img = nifti_like(data, reference)
+        if intensity_range is not None:  # the display window travels with the file
+            img.header["cal_min"], img.header["cal_max"] = intensity_range
         return lambda tmp: nib.save(img, tmp)
     if suffix in RASTER_SUFFIXES + TIFF_SUFFIXES:
         if data.ndim == 3 and suffix in RASTER_SUFFIXES:

@@ -52,7 +52,7 @@ __all__ = [
 ]
 
 #: suffixes of the non-image outputs a plan accepts (provenance, tables)
-DATA_SUFFIXES = (".json", ".csv", ".tfm", ".txt")
+DATA_SUFFIXES = (".json", ".csv", ".tfm", ".txt", ".h5")
 #: head room over the estimated bytes when checking the disk (headers, compression overhead)
 SPACE_MARGIN = 1.1
 

@@ -21,6 +21,7 @@ __all__ = ["main"]
 #: subcommand modules, each exposing ``register(subparsers)``
 SUBCOMMAND_MODULES = (
     "napari_isfl.cli.fuse",
+    "napari_isfl.cli.register",
     "napari_isfl.cli.train",
     "napari_isfl.cli.evaluate",
     "napari_isfl.cli.demo",

@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         provenance_output=args.provenance,
         contributions=False,
         resample=args.resample,
+        register=args.register,
         color=not args.grey,
         overwrite=not args.no_overwrite,
         model=args.model,
@@ -79,8 +80,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "fuse",
         help="fuse two or more co-registered images or volumes",
-        description="Fuse co-registered images (NIfTI volumes, or PNG/TIFF slices) of two or more "
-        "modalities. "
+        description="Fuse co-registered images (NIfTI volumes, DICOM series, or PNG/TIFF slices) of two or "
+        "more modalities (--register or --resample for images that are not on one grid). "
         "The first input is the reference: the output takes its grid, affine and header. NIfTI in gives "
         "float32 NIfTI in [0, 1] out; PNG in gives an 8-bit PNG out.",
     )
@@ -98,7 +99,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--stability", metavar="OUT2", help="also write the stability map (test-time interventions)"
     )
-    parser.add_argument("--resample", action="store_true", help="resample inputs onto the first input's grid")
+    aligning = parser.add_mutually_exclusive_group()
+    aligning.add_argument(
+        "--resample",
+        action="store_true",
+        help="resample inputs onto the first input's grid through world coordinates (scans that share them)",
+    )
+    aligning.add_argument(
+        "--register",
+        choices=("rigid", "affine"),
+        help="register every input onto the first by mutual information, then fuse (scans that moved "
+        "between acquisitions; needs the clinical extra)",
+    )
     parser.add_argument(
         "--patch-size",
         default="auto",

@@ -27,6 +27,7 @@ def fuse_files(
     stability_output: str | os.PathLike | None = None,
     provenance_output: str | os.PathLike | None = None,
     resample: bool = False,
+    register: str | None = None,
     color: bool = True,
     overwrite: bool = True,
     engine: FusionEngine | None = None,
@@ -43,6 +44,12 @@ def fuse_files(
     an output that is an input or another output, a folder, an unwritable folder, an unsupported type
     or (after reading) a disk too full is refused with a one-line reason; a failed or interrupted run
     replaces nothing and leaves no temporary file.
+
+    Inputs may be DICOM series (a folder, or any file of one; their modality comes from the series).
+    ``register`` (``"rigid"`` or ``"affine"``) registers every input onto the first one by mutual
+    information before fusing (:func:`napari_isfl.registration.register`; for scans that moved between
+    acquisitions), ``resample`` only resamples through world coordinates (for scans that share them);
+    the transforms go into the provenance.
 
     ``engine`` fuses (keep one for many calls); without it ``fuse_options`` may name ``model`` and
     ``device`` as for :func:`~napari_isfl.inference.fuse`. Every other option goes to
@@ -68,19 +75,37 @@ def fuse_files(
             raise ValueError(
                 f"{target}: a 3D result cannot be written as {image_suffix(target)}; use .nii.gz or .tif"
             )
-    if resample:
+    if modalities is None:  # from the files as read (a registered image takes the reference's grid)
+        modalities = [_modality_of(d) for d in data]
+    dicom = {d.name: d.header.as_dict() for d in data if d.kind == "dicom"}
+    if register is not None and resample:
+        raise ValueError(
+            "register and resample exclude each other: registration resamples onto the first input"
+        )
+    registrations = []
+    if register is not None:
+        from ..registration import TRANSFORMS
+        from ..registration import register as register_image
+
+        if register not in TRANSFORMS:
+            raise ValueError(f"register must be one of {', '.join(TRANSFORMS)}, got {register!r}")
+        registrations = [register_image(d, data[0], register) for d in data[1:]]
+        data = [data[0]] + [r.image for r in registrations]
+    elif resample:
         data = [data[0]] + [resample_to_reference(d, data[0]) for d in data[1:]]
     check_coregistration(data)
     plan.check_space(
         {role: _expected_bytes(data[0], plan.path(role)) for role in ("fused", "stability", "provenance")}
     )
     names = [d.name for d in data]
-    if modalities is None:
-        modalities = [guess_modality(n) or "mri" for n in names]
     if engine is None:
         engine = FusionEngine(fuse_options.pop("model", "default"), fuse_options.pop("device", "auto"))
     result = engine.fuse([d.array for d in data], modalities, names=names, **fuse_options)
     result.provenance["resampled"] = bool(resample)
+    if registrations:
+        result.provenance["registration"] = [r.provenance() for r in registrations]
+    if dicom:
+        result.provenance["dicom"] = dicom
     # colour: the chroma of the first colour input goes onto the fused luminance
     colour_source = next((d for d in data if d.is_color), None) if color else None
     reference = data[0]
@@ -104,6 +129,13 @@ def fuse_files(
         writers["provenance"] = lambda tmp: Path(tmp).write_text(text)
     plan.write(writers)
     return result
+
+
+def _modality_of(image: ImageData) -> str:
+    """A DICOM series says its modality; a file's name may hint it; MRI otherwise."""
+    if image.kind == "dicom" and image.header.modality_tag:
+        return image.header.modality_tag
+    return guess_modality(image.name) or "mri"
 
 
 def _expected_bytes(reference: ImageData, path: Path | None) -> int:
