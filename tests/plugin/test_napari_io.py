@@ -22,6 +22,7 @@ from napari_isfl.spatial import display_orientation  # noqa: E402
 
 TCGA_T1C = SAMPLE_DIR / "tcga_du_7294" / "TCGA-DU-7294_t1c.nii.gz"
 MNI_FLAIR = SAMPLE_DIR / "mni_ct_flair" / "mni_flair.nii.gz"
+MNI_CT = SAMPLE_DIR / "mni_ct_flair" / "mni_ct.nii.gz"
 
 
 def _layer(path) -> Image:
@@ -231,3 +232,29 @@ def test_reader_adds_no_layer_for_a_hostile_header_and_the_viewer_stays_usable(
     assert len(viewer.layers) == 0
     (layer,) = viewer.open(str(tcga_crop_files["t2"]), plugin="napari-isfl")
     assert layer.name == "TCGA-DU-7294_t2" and len(viewer.layers) == 1
+
+
+def test_dicom_folder_opens_one_axial_layer_per_series(make_napari_viewer, tmp_path):
+    """A study folder with a CT and an MR series: one layer each, shown axial like NIfTI layers, named
+    after the series, tagged with the series' modality, CT in HU; the NIfTI reader does not claim it."""
+    pytest.importorskip("SimpleITK")
+    from napari_isfl.dicom import write_dicom_series
+    from napari_isfl.io import read_image
+
+    ct = read_image(MNI_CT)
+    flair = read_image(MNI_FLAIR)
+    write_dicom_series(ct, tmp_path / "study" / "ct", modality="CT", series_description="head CT")
+    write_dicom_series(flair, tmp_path / "study" / "mr", modality="MR", series_description="FLAIR")
+    assert get_reader(str(tmp_path / "study")) is None
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(tmp_path / "study"), plugin="napari-isfl")
+    assert sorted(layer.name for layer in layers) == ["FLAIR", "head CT"]
+    by_name = {layer.name: layer for layer in layers}
+    for name, source in (("head CT", MNI_CT), ("FLAIR", MNI_FLAIR)):
+        layer = by_name[name]
+        reference = _layer(source)  # the same image through the NIfTI reader
+        assert layer.axis_labels == ("S", "P", "L") and layer.data.shape == reference.data.shape
+        np.testing.assert_allclose(layer_world_affine(layer), layer_world_affine(reference), atol=1e-3)
+    assert by_name["head CT"].metadata[METADATA_KEY]["modality"] == "ct"
+    assert by_name["head CT"].metadata[METADATA_KEY]["dicom"]["units"] == "HU"
+    prepare_fusion([by_name["head CT"], by_name["FLAIR"]])  # on one grid: fusable as they are

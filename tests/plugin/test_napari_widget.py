@@ -238,3 +238,52 @@ def test_screenshot_script_runs(make_napari_viewer, tiny_checkpoint_3d, tmp_path
     assert output.is_file() and output.stat().st_size > 10_000
     assert viewer.canvas.grid.enabled
     assert [layer.name for layer in viewer.layers] == ["T1c", "FLAIR", "T1c + FLAIR fused"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("SimpleITK") is None, reason="needs the clinical extra")
+def test_register_onto_the_reference_then_fuse(make_napari_viewer, qtbot, tmp_path, tiny_checkpoint_3d):
+    """A FLAIR that moved (8 degrees, 11 mm) beside the CT: refused, then one click registers it in the
+    worker (progress reported), adds it on the CT's grid with the transform in its metadata, selects it,
+    and Run fuses it; a second registration can be cancelled and changes nothing."""
+    import nibabel as nib
+
+    from napari_isfl.samples import sample_files
+
+    ct_path, flair_path = sample_files("mni_ct_flair")
+    flair = nib.load(flair_path)
+    angle = np.deg2rad(8.0)
+    move = np.eye(4)
+    move[:3, :3] = [[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]]
+    move[:3, 3] = (6.0, -9.0, 3.0)
+    viewer = make_napari_viewer()
+    moved_path = tmp_path / "flair_moved.nii.gz"
+    nib.save(nib.Nifti1Image(np.asarray(flair.dataobj), move @ flair.affine), moved_path)
+    ct = viewer.open(str(ct_path), plugin="napari-isfl")[0]
+    moved = viewer.open(str(moved_path), plugin="napari-isfl")[0]
+    widget = _open_widget(viewer)
+    widget.set_inputs([ct, moved])
+    _use_checkpoint(widget, tiny_checkpoint_3d)
+
+    widget.run()  # not on one grid: refused, with both fixes offered
+    assert len(viewer.layers) == 2 and not widget.register_button.native.isHidden()
+
+    widget.register_button.native.click()
+    qtbot.waitUntil(lambda: not widget.session.running, timeout=RUN_TIMEOUT_MS)
+    registered = viewer.layers["flair_moved registered"]
+    assert registered.data.shape == ct.data.shape
+    np.testing.assert_allclose(layer_world_affine(registered), layer_world_affine(ct))
+    record = registered.metadata[METADATA_KEY]
+    assert record["role"] == "registered" and record["registration"]["transform_type"] == "rigid"
+    assert widget.session.windows_done > 0 and "Press Run" in widget.status.value
+    assert [row.layer.value for row in widget.rows] == [ct, registered]
+
+    widget.run()
+    qtbot.waitUntil(lambda: not widget.session.running, timeout=RUN_TIMEOUT_MS)
+    assert viewer.layers[-1].name == f"{ct.name} + {registered.name} fused"
+
+    widget.set_inputs([ct, moved])
+    widget.register()
+    widget.cancel()
+    qtbot.waitUntil(lambda: not widget.session.running, timeout=RUN_TIMEOUT_MS)
+    assert widget.session.last_outcome.status == "cancelled"
+    assert len([layer for layer in viewer.layers if layer.name.endswith("registered")]) == 1

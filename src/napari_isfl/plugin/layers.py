@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +48,7 @@ __all__ = [
     "FusionRequest",
     "add_or_update_layers",
     "compute_fusion",
+    "compute_registration",
     "fuse_layers",
     "layer_world_affine",
     "prepare_fusion",
@@ -57,7 +58,7 @@ __all__ = [
 #: namespace of everything napari-isfl keeps in a layer's ``metadata``
 METADATA_KEY = "napari_isfl"
 #: output roles written to ``metadata[METADATA_KEY]["role"]``; layers with one are ours to update
-OUTPUT_ROLES = ("fused", "stability", "contribution", "overlay")
+OUTPUT_ROLES = ("fused", "stability", "contribution", "overlay", "registered")
 #: colour maps of the per-modality contribution maps (share 0..1), in input order: perceptually uniform
 CONTRIBUTION_COLORMAPS = ("viridis", "cividis", "plasma", "inferno", "magma", "turbo")
 #: the stability map's colour map, and the opacity of the maps when the user shows them
@@ -151,6 +152,8 @@ class FusionRequest:
         spatial: the reference's ``scale``, ``translate``, ``rotate``, ``shear``, ``affine``, ``units``
             and ``axis_labels``.
         reference_metadata: a shallow copy of the reference layer's ``metadata``.
+        source_metadata: a shallow copy of every input layer's ``metadata`` (registration needs each
+            input's own geometry).
         output_name: name of the fused layer; the other outputs are named after it.
     """
 
@@ -164,6 +167,7 @@ class FusionRequest:
     spatial: dict
     reference_metadata: dict = field(default_factory=dict)
     output_name: str = ""
+    source_metadata: list[dict] = field(default_factory=list)
 
 
 def _layer_modality(layer: napari.layers.Layer) -> str:
@@ -266,6 +270,7 @@ def prepare_fusion(
         spatial=_spatial_kwargs(reference),
         reference_metadata=dict(reference.metadata),
         output_name=name or f"{' + '.join(names)} fused",
+        source_metadata=[dict(layer.metadata) for layer in layers],
     )
 
 
@@ -436,6 +441,93 @@ def compute_fusion(
                     "image",
                 )
             )
+    return outputs
+
+
+def _as_image_data(request: FusionRequest, index: int):
+    """One input of a request as :class:`~napari_isfl.io.ImageData` in the file's own orientation and
+    RAS+ affine when the reader made it (so registration sees what the CLI sees), else in napari's
+    world coordinates."""
+    from nibabel.orientations import apply_orientation
+
+    from ..io import ImageData
+    from .reader import stored_and_displayed
+
+    nifti = (request.source_metadata[index].get(METADATA_KEY) or {}).get("nifti")
+    grey = _as_grey(request.sources[index], request.rgb[index])
+    orientation = stored_and_displayed(nifti)
+    if orientation is not None:
+        stored = np.ascontiguousarray(apply_orientation(grey, orientation[1]))
+        return ImageData(
+            stored, None, "array", np.asarray(nifti["affine"], dtype=float), stored_shape=stored.shape
+        )
+    matrix = request.world_affines[index]
+    if grey.ndim == 3:
+        return ImageData(np.asarray(grey), None, "array", matrix, stored_shape=grey.shape)
+    return ImageData(np.asarray(grey), None, "array", None, stored_shape=grey.shape)
+
+
+def compute_registration(
+    request: FusionRequest,
+    transform: str = "rigid",
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> list[LayerDataTuple]:
+    """Register every input that is off the reference grid onto the reference (mutual information,
+    :func:`napari_isfl.registration.register`) and describe the registered layers: on the reference's
+    grid and placement, in the input's own units, the transform in ``metadata["napari_isfl"]``.
+
+    Safe on a worker thread (it touches no layer). Raises ``RegistrationCancelled`` when ``cancel`` asks.
+    """
+    from nibabel.orientations import apply_orientation
+
+    from ..registration import register
+    from .reader import stored_and_displayed
+
+    moving = [i for i, off in enumerate(request.needs_resample) if off]
+    if not moving:
+        raise ValueError("every input already lies on the reference grid: nothing to register")
+    reference = _as_image_data(request, 0)
+    orientation = stored_and_displayed((request.reference_metadata.get(METADATA_KEY) or {}).get("nifti"))
+    outputs = []
+    for count, index in enumerate(moving):
+
+        def report(step, count: int = count) -> None:
+            if progress is not None:  # all registrations on one bar
+                progress(count * step.total + step.done, len(moving) * step.total)
+
+        result = register(
+            _as_image_data(request, index), reference, transform, progress=report, cancel=cancel
+        )
+        array = result.image.array
+        if orientation is not None:  # shown like the reference
+            array = np.ascontiguousarray(apply_orientation(array, orientation[0]))
+        metadata = {k: v for k, v in request.source_metadata[index].items() if k != METADATA_KEY}
+        namespace = {
+            "role": "registered",
+            "modality": request.modalities[index],
+            "registered_onto": request.names[0],
+            "registration": result.provenance(),
+        }
+        reference_ns = request.reference_metadata.get(METADATA_KEY) or {}
+        if "nifti" in reference_ns:  # on the reference grid: its NIfTI geometry, for saving
+            namespace["nifti"] = reference_ns["nifti"]
+        metadata[METADATA_KEY] = namespace
+        low, high = robust_range(array, 0.5, 99.5)
+        outputs.append(
+            (
+                array,
+                {
+                    "name": f"{request.names[index]} registered",
+                    **copy.deepcopy(request.spatial),
+                    "metadata": metadata,
+                    "colormap": "gray",
+                    "contrast_limits": (low, high if high > low else low + 1.0),
+                },
+                "image",
+            )
+        )
     return outputs
 
 

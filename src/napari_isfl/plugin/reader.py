@@ -23,13 +23,22 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..spatial import DISPLAY_AXCODES, display_orientation
 
-__all__ = ["get_reader", "image_layer_data", "nifti_layer_data", "read_nifti", "stored_and_displayed"]
+__all__ = [
+    "get_dicom_reader",
+    "get_reader",
+    "image_layer_data",
+    "nifti_layer_data",
+    "read_dicom_layers",
+    "read_nifti",
+    "stored_and_displayed",
+]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 #: NIfTI spatial unit codes to the unit names napari (pint) understands; "unknown" is taken as mm,
@@ -44,6 +53,41 @@ def _is_nifti(path: PathLike) -> bool:
     from ..io import image_suffix
 
     return image_suffix(path) in NIFTI_SUFFIXES
+
+
+def get_dicom_reader(path: PathLike | Sequence[PathLike]) -> Callable[[Any], list[LayerDataTuple]] | None:
+    """npe2 reader hook for DICOM: :func:`read_dicom_layers` for a folder holding a series (or a DICOM
+    file of one), else ``None``. Cheap: it reads the first 132 bytes of at most 64 files."""
+    from ..dicom import is_dicom
+
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    return read_dicom_layers if paths and is_dicom(paths[0]) else None
+
+
+def read_dicom_layers(path: PathLike | Sequence[PathLike]) -> list[LayerDataTuple]:
+    """Every series of a folder (or the series of a file), one image layer each: axial, in world (mm)
+    coordinates from the DICOM geometry, CT in HU, PET in SUVbw where the tags allow it (the layer
+    metadata says why not otherwise), named after the series description.
+
+    Raises:
+        DicomError: slices that do not form one volume (the message says why).
+        MissingDependencyError: the ``clinical`` extra is not installed.
+    """
+    from ..dicom import find_series, read_dicom
+
+    first = Path(path if isinstance(path, (str, os.PathLike)) else list(path)[0])
+    uids = [s.uid for s in find_series(first)] if first.is_dir() else [None]
+    layers = []
+    for uid in uids:
+        image = read_dicom(first, series_uid=uid)
+        info = image.header
+        name = info.series_description or f"{info.modality} {first.name}"
+        if len(uids) > 1 and any(
+            layer[1]["name"] == name for layer in layers
+        ):  # two series with one description: tell them apart
+            name = f"{name} ({uid[-8:]})"
+        layers.append(image_layer_data(image, name, info.modality_tag, {"dicom": info.as_dict()}))
+    return layers
 
 
 def get_reader(path: PathLike | Sequence[PathLike]) -> Callable[[Any], list[LayerDataTuple]] | None:
@@ -111,7 +155,9 @@ def nifti_layer_data(path: PathLike, name: str | None = None) -> LayerDataTuple:
     return image_layer_data(image, layer_name)
 
 
-def image_layer_data(image, layer_name: str, extra_metadata: dict | None = None) -> LayerDataTuple:
+def image_layer_data(
+    image, layer_name: str, modality: str | None = None, extra_metadata: dict | None = None
+) -> LayerDataTuple:
     """An :class:`~napari_isfl.io.ImageData` with a RAS+ affine (NIfTI, DICOM) as an image LayerDataTuple:
     3D volumes axial (see the module doc), 2D slices as stored."""
     from ..normalization import guess_modality
@@ -147,7 +193,7 @@ def image_layer_data(image, layer_name: str, extra_metadata: dict | None = None)
     metadata = {
         METADATA_KEY: {
             "source": str(image.path),
-            "modality": guess_modality(layer_name),
+            "modality": modality or guess_modality(layer_name),
             "nifti": nifti,
             **(extra_metadata or {}),
         }

@@ -32,10 +32,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .layers import FusionRequest
 
-__all__ = ["SYNC_ENV", "FusionSession", "Outcome"]
+__all__ = ["JOBS", "SYNC_ENV", "FusionSession", "Outcome"]
 
 #: environment flag: run fusions synchronously (tests, scripts)
 SYNC_ENV = "NAPARI_ISFL_SYNC"
+#: what a session runs, and how its progress bar says it
+JOBS = {"fuse": "Fusing", "register": "Registering"}
 logger = logging.getLogger(__name__)
 
 StateCallback = Callable[[str, str], None]
@@ -55,14 +57,14 @@ def _sync_from_env() -> bool:
     return os.environ.get(SYNC_ENV, "").strip().lower() in ("1", "true", "yes")
 
 
-def describe_error(error: BaseException) -> str:
-    """A one-line message for a failed fusion, with a hint where one helps."""
+def describe_error(error: BaseException, job: str = "fuse") -> str:
+    """A one-line message for a failed job, with a hint where one helps."""
     text = str(error) or type(error).__name__
     if "out of memory" in text.lower():
         text += " (try a smaller patch size, or device cpu)"
     if not isinstance(error, (ValueError, FileNotFoundError)):  # unexpected: name the type
         text = f"{type(error).__name__}: {text}"
-    return f"Fusion failed: {text}"
+    return f"{'Registration' if job == 'register' else 'Fusion'} failed: {text}"
 
 
 class FusionSession:
@@ -93,6 +95,7 @@ class FusionSession:
         self._worker = None
         self._engine = None
         self._engine_key: tuple | None = None
+        self.job = "fuse"
 
     @property
     def running(self) -> bool:
@@ -100,18 +103,24 @@ class FusionSession:
 
     # -- GUI thread ------------------------------------------------------------------------------
 
-    def start(self, request: FusionRequest, options: dict[str, Any]) -> None:
-        """Start fusing ``request`` (``options`` for compute_fusion); returns at once unless synchronous."""
+    def start(self, request: FusionRequest, options: dict[str, Any], job: str = "fuse") -> None:
+        """Start a job on ``request``: ``"fuse"`` (``options`` for compute_fusion) or ``"register"``
+        (``options["transform"]``: register the inputs off the reference grid onto it). Returns at once
+        unless synchronous."""
         from napari.utils import progress
 
+        if job not in JOBS:
+            raise ValueError(f"job must be one of {', '.join(JOBS)}, got {job!r}")
         if self._running:
-            raise RuntimeError("a fusion is already running; cancel it or wait for it to finish")
+            raise RuntimeError("a job is already running; cancel it or wait for it to finish")
         self._running = True
+        self.job = job
         self._cancel_requested.clear()
         self.windows_done = 0
-        # indeterminate until the first report gives the number of window batches
-        self._progress_bar = progress(total=0, desc=f"Fusing {', '.join(request.names)}")
-        self._emit("running", "Fusing…")
+        verb = JOBS[job]
+        # indeterminate until the first report gives the number of steps
+        self._progress_bar = progress(total=0, desc=f"{verb} {', '.join(request.names)}")
+        self._emit("running", f"{verb}…")
         if self.synchronous:
             self._finish(self._work(request, options, self._on_progress))
             return
@@ -136,7 +145,8 @@ class FusionSession:
             return
         self.windows_done = done
         if not self._cancel_requested.is_set():
-            self._emit("progress", f"Window batch {done}/{total}")
+            step = "Window batch" if self.job == "fuse" else "Registration step"
+            self._emit("progress", f"{step} {done}/{total}")
         # last: updating napari's progress bar can process Qt events, the run's end among them
         if bar.total != total:
             bar.total = total
@@ -154,18 +164,19 @@ class FusionSession:
             if outcome.status == "done":
                 self.last_layers = add_or_update_layers(self.viewer, outcome.outputs)
                 names = ", ".join(layer.name for layer in self.last_layers)
-                message = f"Fused in {outcome.seconds:.1f} s: {names}"
+                done = "Registered" if self.job == "register" else "Fused"
+                message = f"{done} in {outcome.seconds:.1f} s: {names}"
                 state = "done"
                 show_info(message)
             elif outcome.status == "cancelled":
-                message, state = "Fusion cancelled; no layer was added or changed", "cancelled"
+                message, state = f"{JOBS[self.job]} cancelled; no layer was added or changed", "cancelled"
                 show_info(message)
             else:
-                message, state = describe_error(outcome.error), "failed"
+                message, state = describe_error(outcome.error, self.job), "failed"
                 logger.error(message, exc_info=outcome.error)
                 show_error(message)
         except Exception as error:  # adding layers failed: still tell the user, never fail silently
-            message, state = describe_error(error), "failed"
+            message, state = describe_error(error, self.job), "failed"
             logger.exception(message)
             show_error(message)
         finally:
@@ -205,16 +216,28 @@ class FusionSession:
     ) -> Outcome:
         """Runs on the worker thread; must not touch Qt widgets, layers or the viewer."""
         from ..inference import FusionCancelled
-        from .layers import compute_fusion
+        from .layers import compute_fusion, compute_registration
 
         started = time.perf_counter()
+        cancelled: tuple[type[BaseException], ...] = (FusionCancelled,)
         try:
             options = dict(options)
-            engine = self._engine_for(options.pop("model", "default"), options.pop("device", "auto"))
-            outputs = compute_fusion(
-                request, engine=engine, progress=report, cancel=self._cancel_requested.is_set, **options
-            )
-        except FusionCancelled:
+            if self.job == "register":
+                from ..registration import RegistrationCancelled
+
+                cancelled = (FusionCancelled, RegistrationCancelled)
+                outputs = compute_registration(
+                    request,
+                    options.get("transform", "rigid"),
+                    progress=report,
+                    cancel=self._cancel_requested.is_set,
+                )
+            else:
+                engine = self._engine_for(options.pop("model", "default"), options.pop("device", "auto"))
+                outputs = compute_fusion(
+                    request, engine=engine, progress=report, cancel=self._cancel_requested.is_set, **options
+                )
+        except cancelled:
             return Outcome("cancelled", seconds=time.perf_counter() - started)
         except Exception as error:  # returned, not raised: the GUI thread shows it
             return Outcome("failed", error=error, seconds=time.perf_counter() - started)

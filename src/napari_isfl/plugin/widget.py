@@ -135,6 +135,11 @@ class FusionWidget(Container):
         buttons = Container(widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False)
         buttons.margins = (0, 0, 0, 0)
         self.resample_button = PushButton(text="Resample onto the reference and run")
+        self.register_button = PushButton(
+            text="Register onto the reference",
+            tooltip="scans that moved between acquisitions: rigid registration by mutual information "
+            "(adds a registered layer per input and selects it; then Run fuses)",
+        )
         self.status = Label(value="")
         super().__init__(
             widgets=[
@@ -153,12 +158,14 @@ class FusionWidget(Container):
                 self.output_name,
                 buttons,
                 self.resample_button,
+                self.register_button,
                 self.status,
             ]
         )
         self.status.native.setWordWrap(True)
         self.checkpoint.hide()
         self.resample_button.hide()
+        self.register_button.hide()
 
         self.session = FusionSession(viewer, on_state=self._on_session_state)
         for _ in range(MIN_INPUTS):
@@ -170,6 +177,7 @@ class FusionWidget(Container):
         self.run_button.changed.connect(lambda: self.run())
         self.cancel_button.changed.connect(self.cancel)
         self.resample_button.changed.connect(lambda: self.run(resample=True))
+        self.register_button.changed.connect(lambda: self.register())
         viewer.layers.events.inserted.connect(self._on_layers_changed)
         viewer.layers.events.removed.connect(self._on_layers_changed)
 
@@ -293,6 +301,40 @@ class FusionWidget(Container):
         )
         self.session.start(request, options)
 
+    def register(self, transform: str = "rigid") -> None:
+        """Register the inputs that are off the reference grid onto it (in the worker, with progress and
+        cancel); the registered layers are added on the reference grid and chosen in their rows."""
+        from napari.utils.notifications import show_error
+
+        from .layers import prepare_fusion
+
+        if self.session.running:
+            return
+        layers = [row.layer.value for row in self.rows]
+        if any(layer is None for layer in layers):
+            self._refuse("Choose an image layer for every input (or remove the empty row).")
+            return
+        try:
+            request = prepare_fusion(layers, [row.modality.value for row in self.rows], resample=True)
+        except (ValueError, TypeError) as error:
+            self._refuse(str(error))
+            return
+        except Exception as error:  # never a silent failure
+            show_error(f"Registration could not start: {type(error).__name__}: {error}")
+            raise
+        self.resample_button.hide()
+        self.register_button.hide()
+        self.session.start(request, {"transform": transform}, job="register")
+
+    def _use_registered_layers(self) -> None:
+        """After a registration: each row whose input was registered now names the registered layer."""
+        for layer in self.session.last_layers:
+            source = f"{layer.name[: -len(' registered')]}" if layer.name.endswith(" registered") else None
+            for row in self.rows:
+                row.layer.reset_choices()  # the new layers become choices
+                if source is not None and row.layer.value is not None and row.layer.value.name == source:
+                    row.layer.value = layer
+
     def cancel(self) -> None:
         """Stop the running fusion before its next window batch; the viewer is left unchanged."""
         self.session.cancel()
@@ -309,6 +351,8 @@ class FusionWidget(Container):
         self.status.value = message
         self.resample_button.text = f"Resample onto '{reference}' and run"
         self.resample_button.show()
+        self.register_button.text = f"Register onto '{reference}'"
+        self.register_button.show()
         # the toast carries the same one-click action as the button
         notification_manager.dispatch(
             Notification(
@@ -320,9 +364,13 @@ class FusionWidget(Container):
 
     def _on_session_state(self, state: str, message: str) -> None:
         running = state in ("running", "progress", "cancelling")
+        if state == "done" and self.session.job == "register":
+            self._use_registered_layers()
+            message += ". Press Run to fuse."
         try:
             self.run_button.enabled = not running
             self.resample_button.enabled = not running
+            self.register_button.enabled = not running
             self.cancel_button.enabled = running and state != "cancelling"
             self.status.value = message
         except RuntimeError:  # the dock was closed while a run went on: its result still arrives
