@@ -240,6 +240,25 @@ def test_screenshot_script_runs(make_napari_viewer, tiny_checkpoint_3d, tmp_path
     assert [layer.name for layer in viewer.layers] == ["T1c", "FLAIR", "T1c + FLAIR fused"]
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("SimpleITK") is None, reason="needs the clinical extra")
+def test_clinical_screenshot_script_runs(make_napari_viewer, tiny_checkpoint_3d, tmp_path, monkeypatch):
+    monkeypatch.setenv(SYNC_ENV, "1")
+    spec = importlib.util.spec_from_file_location("napari_screenshot", SCREENSHOT_SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    viewer = make_napari_viewer()
+    output = tmp_path / "clinical.png"
+
+    script.main(
+        ["--case", "clinical", "--model", str(tiny_checkpoint_3d), "--output", str(output)], viewer=viewer
+    )
+
+    assert output.is_file() and output.stat().st_size > 10_000
+    names = [layer.name for layer in viewer.layers]
+    assert names[:3] == ["head CT", "FLAIR_day2", "FLAIR_day2 registered"] and names[3].endswith("fused")
+
+
 @pytest.mark.skipif(importlib.util.find_spec("SimpleITK") is None, reason="needs the clinical extra")
 def test_register_onto_the_reference_then_fuse(make_napari_viewer, qtbot, tmp_path, tiny_checkpoint_3d):
     """A FLAIR that moved (8 degrees, 11 mm) beside the CT: refused, then one click registers it in the
