@@ -423,3 +423,22 @@ def test_signals_leave_no_partial_file_and_replace_nothing(phase, sig, tmp_path,
     assert last.startswith("isfl: terminated" if sig == signal.SIGTERM else "isfl: cancelled"), err
     assert out.read_bytes() == b"an earlier fusion" and not (tmp_path / "s.nii.gz").exists()
     assert leftovers(tmp_path) == []
+
+
+def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(
+    case, model3d, capsys, monkeypatch
+) -> None:
+    import napari_isfl.inference.files as files_module
+
+    def broken(*args, **kwargs):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(files_module, "check_coregistration", broken)
+    args = ["fuse", str(case["t1"]), str(case["flair"]), "-o", str(case["out"]) + ".new.nii.gz",
+            "--model", str(model3d), "--device", "cpu", "-q"]  # fmt: skip
+    assert main(args) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == ["isfl fuse: error: KeyError: 'a bug' (isfl --debug ... shows the traceback)"]
+    assert main(["--debug", *args]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "raise KeyError" in err

@@ -514,3 +514,19 @@ def test_stability_map_in_windows(ckpt, shape: tuple[int, ...]) -> None:
     assert np.isfinite(first.stability).all() and first.stability.min() >= 0 and first.stability.max() > 0
     np.testing.assert_array_equal(first.stability, again.stability)
     np.testing.assert_array_equal(first.fused, fuse(images, ["mri", "ct"], **kwargs).fused)
+
+
+def test_colour_arrays_are_never_guessed(ckpt) -> None:
+    """(H, W, 3) is a colour image or a 3-slice volume: refused unless rgb= says which; rgb=True fuses
+    the luminance and gives the colour back in fused_rgb; rgb=False fuses a volume."""
+    rng = np.random.default_rng(0)
+    colour = rng.random((40, 44, 3)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"input 1 has shape \(40, 44, 3\): a colour image or a volume"):
+        fuse([colour, colour], ["mri", "pet"], model=ckpt(3), device="cpu")
+    result = fuse([colour, colour[..., 0]], ["mri", "pet"], model=ckpt(2), device="cpu", rgb=[True, False])
+    assert result.fused.shape == (40, 44) and result.fused_rgb.shape == (40, 44, 3)
+    assert result.fused_rgb.min() >= 0 and result.fused_rgb.max() <= 1
+    volume = fuse([colour, colour], ["mri", "mri"], model=ckpt(3), device="cpu", rgb=False)
+    assert volume.fused.shape == (40, 44, 3) and volume.fused_rgb is None
+    with pytest.raises(ValueError, match="not a colour image"):
+        fuse([colour[..., 0], colour[..., 0]], ["mri", "pet"], model=ckpt(2), device="cpu", rgb=True)
