@@ -15,6 +15,7 @@ Conventions (applied here and nowhere else):
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import signal
 import tempfile
@@ -31,6 +32,7 @@ __all__ = [
     "atomic_write",
     "atomic_write_all",
     "check_affine",
+    "file_sha256",
     "signals_held",
     "split_colour",
     "value_writer",
@@ -86,6 +88,15 @@ class ImageData:
     @property
     def is_color(self) -> bool:
         return self.chroma is not None
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes (hex), read in 1 MiB blocks: bounded memory for any size."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def image_suffix(path: str | os.PathLike) -> str:

@@ -12,13 +12,12 @@ This module needs neither torch nor Dask.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ..io import atomic_write
+from ..io import atomic_write, file_sha256
 
 __all__ = [
     "PROVENANCE_NAME",
@@ -27,7 +26,6 @@ __all__ = [
     "outputs_match",
     "read_provenance",
     "remove_temporaries",
-    "sha256_of",
     "write_provenance",
 ]
 
@@ -36,15 +34,6 @@ PROVENANCE_NAME = "provenance.json"
 REQUEST_FORMAT = 1
 #: the cohort's own output names: only their temporary files are ever removed
 OUTPUT_STEMS = ("fused", "stability", "provenance")
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    """SHA-256 of a file's bytes, read in 1 MiB blocks (bounded memory for any size)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def case_request(
@@ -90,7 +79,7 @@ def outputs_match(case_dir: str | os.PathLike, record: Mapping) -> bool:
             path = Path(case_dir) / entry["file"]
             if Path(entry["file"]).name != entry["file"]:  # a record pointing elsewhere is not ours
                 return False
-            if path.stat().st_size != entry["bytes"] or sha256_of(path) != entry["sha256"]:
+            if path.stat().st_size != entry["bytes"] or file_sha256(path) != entry["sha256"]:
                 return False
         except (OSError, KeyError, TypeError):
             return False

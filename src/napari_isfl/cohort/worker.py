@@ -24,13 +24,13 @@ from pathlib import Path
 
 from distributed import WorkerPlugin, get_worker
 
+from ..io import file_sha256
 from .manifest import CohortCase
 from .resume import (
     case_request,
     outputs_match,
     read_provenance,
     remove_temporaries,
-    sha256_of,
     write_provenance,
 )
 from .settings import CaseOutcome, CohortSettings
@@ -145,7 +145,7 @@ def probe_worker(settings: CohortSettings) -> dict:
 
 
 def _output_entry(path: Path) -> dict:
-    return {"file": path.name, "bytes": path.stat().st_size, "sha256": sha256_of(path)}
+    return {"file": path.name, "bytes": path.stat().st_size, "sha256": file_sha256(path)}
 
 
 def run_case(case: CohortCase, settings: CohortSettings) -> CaseOutcome:
@@ -175,7 +175,7 @@ def run_case(case: CohortCase, settings: CohortSettings) -> CaseOutcome:
             for path in case.inputs:
                 if not path.is_file():
                     raise FileNotFoundError(f"{path}: no such file")
-            input_sha256 = [sha256_of(path) for path in case.inputs]
+            input_sha256 = [file_sha256(path) for path in case.inputs]
             parameters = settings.parameters()
             if not settings.force:
                 skipped = _skip_if_done(case, case_dir, input_sha256, parameters, engine, outcome)

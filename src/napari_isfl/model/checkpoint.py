@@ -14,7 +14,6 @@ Loading checks every part and refuses a mismatch with a message that names the f
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import os
 import pickle
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from pathlib import Path
 import torch
 
 from .. import __version__
-from ..io import atomic_write
+from ..io import atomic_write, file_sha256
 from ..normalization import DEFAULT_SPECS, IntensitySpec
 from .network import HEADS, ISFLNet
 
@@ -115,14 +114,6 @@ def save_checkpoint(
     if extra:
         payload.update(extra)
     return atomic_write(path, lambda tmp: torch.save(payload, tmp))
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def available_models() -> dict[str, Path]:

@@ -274,9 +274,8 @@ class FusionWidget(Container):
         if self.session.running:
             return
         self.resample_button.hide()
-        layers = [row.layer.value for row in self.rows]
-        if any(layer is None for layer in layers):
-            self._refuse("Choose an image layer for every input (or remove the empty row).")
+        layers = self._chosen_layers()
+        if layers is None:
             return
         try:
             options = self.options()
@@ -310,9 +309,8 @@ class FusionWidget(Container):
 
         if self.session.running:
             return
-        layers = [row.layer.value for row in self.rows]
-        if any(layer is None for layer in layers):
-            self._refuse("Choose an image layer for every input (or remove the empty row).")
+        layers = self._chosen_layers()
+        if layers is None:
             return
         try:
             request = prepare_fusion(layers, [row.modality.value for row in self.rows], resample=True)
@@ -338,6 +336,14 @@ class FusionWidget(Container):
     def cancel(self) -> None:
         """Stop the running fusion before its next window batch; the viewer is left unchanged."""
         self.session.cancel()
+
+    def _chosen_layers(self) -> list | None:
+        """The layers of the input rows, or ``None`` (and a message) when a row has none."""
+        layers = [row.layer.value for row in self.rows]
+        if any(layer is None for layer in layers):
+            self._refuse("Choose an image layer for every input (or remove the empty row).")
+            return None
+        return layers
 
     def _refuse(self, message: str) -> None:
         from napari.utils.notifications import show_error
