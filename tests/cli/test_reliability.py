@@ -372,9 +372,8 @@ def slow_writer(path, *args, **kwargs):
         time.sleep(60)
         write(tmp)
     return staged
-if sys.argv[1] == "write":
+if sys.argv[1] == "writing":
     files.image_writer = slow_writer
-progress = "--quiet" not in sys.argv
 sys.exit(main(sys.argv[2:]))
 """
 
@@ -392,8 +391,10 @@ def _run_until(args: list[str], phase: str, sig: int, tmp: Path) -> tuple[int, s
     )
     deadline = time.monotonic() + 240
     if phase == "WRITING":
-        while process.stdout.readline().strip() != "WRITING" and time.monotonic() < deadline:
-            pass
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line or line.strip() == "WRITING":  # not line: the driver ended before writing
+                break
     else:  # the progress line shows the first window batch is done: compute is under way
         seen = ""
         while "window batch 1/" not in seen and time.monotonic() < deadline:
