@@ -40,7 +40,7 @@ FORMAT = "napari-isfl-checkpoint"
 FORMAT_VERSION = 1
 WEIGHTS_DIR = Path(__file__).parent.parent / "weights"
 #: shipped models: name -> file in ``napari_isfl/weights``
-SHIPPED = {"isfl-2d": "isfl_2d.pt", "isfl-3d": "isfl_3d.pt"}
+SHIPPED = {"isfl-2d": "isfl_2d.pt", "isfl-3d": "isfl_3d.pt", "isfl-2d-synthesis": "isfl_2d_synthesis.pt"}
 _ARCH_KEYS = (
     "spatial_dims",
     "modalities",
