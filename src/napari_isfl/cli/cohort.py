@@ -137,7 +137,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="use an existing Dask cluster: scheduler address (tcp://host:8786) or scheduler file",
     )
     parser.add_argument(
-        "--model", default="default", help="'default', isfl-2d, isfl-3d, isfl-2d-synthesis, or a checkpoint path"
+        "--model",
+        default="default",
+        help="'default', isfl-2d, isfl-3d, isfl-2d-synthesis, or a checkpoint path",
     )
     parser.add_argument(
         "--device", default="auto", help="auto (each worker's GPU when present), cpu, cuda, cuda:N"

@@ -88,7 +88,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("inputs", nargs="+", metavar="IN", help="input files (two or more)")
     parser.add_argument("-o", "--output", required=True, help="output file (.nii.gz, .nii, .png, .tif)")
     parser.add_argument(
-        "--model", default="default", help="'default', isfl-2d, isfl-3d, isfl-2d-synthesis, or a checkpoint path"
+        "--model",
+        default="default",
+        help="'default', isfl-2d, isfl-3d, isfl-2d-synthesis, or a checkpoint path",
     )
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     parser.add_argument(
