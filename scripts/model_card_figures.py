@@ -96,7 +96,8 @@ def figure_2d(model: str, output: Path) -> Path:
 
 
 def figure_3d(model: str, output: Path) -> list[Path]:
-    """The 3D model on held-out TCGA-FG-6692 (T1c + FLAIR) and on the bundled MNI CT + FLAIR."""
+    """The 3D model on held-out TCGA-FG-6692 (T1c + FLAIR), MSLUB patient 19 (T1 + FLAIR, MS lesions
+    outlined) and the bundled MNI CT + FLAIR."""
     paths = []
     cases = [
         (
@@ -105,8 +106,22 @@ def figure_3d(model: str, output: Path) -> list[Path]:
             [SAMPLES / "mni_ct_flair/mni_ct.nii.gz", SAMPLES / "mni_ct_flair/mni_flair.nii.gz"],
             ["ct", "mri"],
             ["CT", "FLAIR"],
+            None,
         )
     ]
+    ms_patient = SHARED / "volumes/mslub/patient19"  # CC BY (Lesjak et al. 2017): may be shown
+    if ms_patient.is_dir():
+        cases.insert(
+            0,
+            (
+                "mslub_patient19",
+                "MSLUB patient 19 T1 + FLAIR (held out; expert lesion mask outlined)",
+                [ms_patient / "t1.nii.gz", ms_patient / "flair.nii.gz"],
+                ["mri", "mri"],
+                ["T1", "FLAIR"],
+                ms_patient / "lesions.nii.gz",
+            ),
+        )
     held_out = SHARED / "volumes/brats/TCGA-FG-6692"
     if held_out.is_dir():
         cases.insert(
@@ -120,13 +135,19 @@ def figure_3d(model: str, output: Path) -> list[Path]:
                 ],
                 ["mri", "mri"],
                 ["T1c", "FLAIR"],
+                None,
             ),
         )
-    for key, title, files, modalities, labels in cases:
+    for key, title, files, modalities, labels, mask_path in cases:
         arrays, normalised = _load(files, modalities)
         result = fuse(arrays, modalities, model=model, device="cpu", stability=True, contributions=True)
         dwt = fuse_baseline("dwt", normalised)
-        z = _centre_z(normalised)
+        mask = None
+        if mask_path is not None:  # the axial slice with the most lesion voxels
+            mask = read_image(mask_path).array > 0.5
+            z = int(np.argmax(mask.sum(axis=tuple(range(mask.ndim - 1)))))
+        else:
+            z = _centre_z(normalised)
         panels = [
             (labels[0], normalised[0], "gray", 1.0),
             (labels[1], normalised[1], "gray", 1.0),
@@ -138,6 +159,8 @@ def figure_3d(model: str, output: Path) -> list[Path]:
         fig, axes = plt.subplots(1, len(panels), figsize=(2.5 * len(panels), 3.0), dpi=110)
         for ax, (label, image, cmap, high) in zip(axes, panels, strict=True):
             shown = ax.imshow(_axial(image, z), cmap=cmap, vmin=0, vmax=high)
+            if mask is not None and cmap == "gray":
+                ax.contour(_axial(mask.astype(np.float32), z), levels=[0.5], colors="#ff5a36", linewidths=0.6)
             ax.set_title(label, fontsize=9)
             ax.axis("off")
             if cmap != "gray":

@@ -101,7 +101,8 @@ def _clinical_layers(viewer, folder: Path, model: str) -> None:
 
         widget.model.value = CHECKPOINT_CHOICE
         widget.checkpoint.value = model
-    widget.run()  # refused: not on one grid; the resample and register buttons appear
+    # (pressing Run first would be refused, not on one grid, and offer the register button; its error
+    # toast would stay in the picture, so the script registers directly)
     widget.register()
     widget.run()
     widget.status.value = "Registered FLAIR_day2 onto the DICOM CT (rigid, mutual information), then fused"
