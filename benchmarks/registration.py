@@ -72,23 +72,6 @@ TIMING_CASE = (
 )
 
 
-def rigid_matrix(angle_deg: float, axis, shift_mm, centre) -> np.ndarray:
-    from scipy.spatial.transform import Rotation
-
-    axis = np.asarray(axis, dtype=float) / np.linalg.norm(axis)
-    rotation = Rotation.from_rotvec(np.radians(angle_deg) * axis).as_matrix()
-    matrix = np.eye(4)
-    matrix[:3, :3] = rotation
-    matrix[:3, 3] = np.asarray(centre) + np.asarray(shift_mm) - rotation @ np.asarray(centre)
-    return matrix
-
-
-def random_rigid(seed: int, centre, max_deg: float = 10.0, max_mm: float = 15.0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    angle, axis, direction = rng.uniform(0, max_deg), rng.normal(size=3), rng.normal(size=3)
-    return rigid_matrix(angle, axis, direction / np.linalg.norm(direction) * rng.uniform(0, max_mm), centre)
-
-
 def world_points(image, mask: np.ndarray, stride: int = 7) -> np.ndarray:
     voxels = np.argwhere(mask)[::stride]
     return (image.affine @ np.c_[voxels, np.ones(len(voxels))].T)[:3].T
@@ -106,7 +89,7 @@ def stats(distances: np.ndarray) -> dict:
 
 def synthetic(root: Path, args, rows: list[dict]) -> None:
     from napari_isfl.io import read_image
-    from napari_isfl.registration import apply_transform, displacement_mm, register
+    from napari_isfl.registration import apply_transform, displacement_mm, random_rigid, register
 
     for name, (moving_path, reference_path, brain_rule) in PAIRS.items():
         moving, reference = read_image(root / moving_path), read_image(root / reference_path)
@@ -155,7 +138,7 @@ def mslub(root: Path, args, rows: list[dict]) -> None:
     from skimage.filters import threshold_otsu
 
     from napari_isfl.io import read_image
-    from napari_isfl.registration import displacement_mm, read_transform, register
+    from napari_isfl.registration import displacement_mm, random_rigid, read_transform, register
 
     for patient, study in MSLUB_CASES:
         folder = root / "volumes" / "mslub_native" / patient
@@ -219,7 +202,7 @@ def tcga(root: Path, args, rows: list[dict]) -> None:
 
 def timing(root: Path, args, rows: list[dict]) -> None:
     from napari_isfl.io import read_image
-    from napari_isfl.registration import displacement_mm, register
+    from napari_isfl.registration import displacement_mm, random_rigid, register
 
     moving, reference = (read_image(root / p) for p in TIMING_CASE)
     points = world_points(reference, reference.array > 0)

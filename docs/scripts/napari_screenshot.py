@@ -81,14 +81,12 @@ def _clinical_layers(viewer, folder: Path, model: str) -> None:
 
     from napari_isfl.dicom import write_dicom_series
     from napari_isfl.io import read_image
+    from napari_isfl.registration import rigid_matrix
     from napari_isfl.samples import sample_files
 
     ct_path, flair_path = sample_files("mni_ct_flair")
     write_dicom_series(read_image(ct_path), folder / "CT", modality="CT", series_description="head CT")
-    angle = np.deg2rad(8.0)
-    move = np.eye(4)
-    move[:3, :3] = [[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]]
-    move[:3, 3] = (6.0, -9.0, 3.0)
+    move = rigid_matrix(8.0, (0, 0, 1), (6.0, -9.0, 3.0), (0.0, 0.0, 0.0))  # about the world origin
     flair = nib.load(flair_path)
     nib.save(nib.Nifti1Image(np.asarray(flair.dataobj), move @ flair.affine), folder / "FLAIR_day2.nii.gz")
     ct = viewer.open(str(folder / "CT"), plugin="napari-isfl")[0]

@@ -30,8 +30,10 @@ from napari_isfl.registration import (
     displacement_mm,
     itk_transform,
     mutual_information,
+    random_rigid,
     read_transform,
     register,
+    rigid_matrix,
     transform_matrix,
     write_transform,
 )
@@ -44,24 +46,6 @@ realdata = [
     pytest.mark.realdata,
     pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"{SHARED_DATA} is absent"),
 ]
-
-
-def rigid_matrix(angle_deg: float, axis, shift_mm, centre) -> np.ndarray:
-    """A 4x4 rotation by ``angle_deg`` about ``axis`` through ``centre``, then a shift (world, mm)."""
-    axis = np.asarray(axis, dtype=float) / np.linalg.norm(axis)
-    rotation = Rotation.from_rotvec(np.radians(angle_deg) * axis).as_matrix()
-    matrix = np.eye(4)
-    matrix[:3, :3] = rotation
-    matrix[:3, 3] = np.asarray(centre) + np.asarray(shift_mm) - rotation @ np.asarray(centre)
-    return matrix
-
-
-def random_rigid(seed: int, centre, max_deg: float = 10.0, max_mm: float = 15.0) -> np.ndarray:
-    """A random rigid transform: rotation up to ``max_deg`` about a random axis through ``centre``, and a
-    shift up to ``max_mm`` in a random direction."""
-    rng = np.random.default_rng(seed)
-    angle, axis, direction = rng.uniform(0, max_deg), rng.normal(size=3), rng.normal(size=3)
-    return rigid_matrix(angle, axis, direction / np.linalg.norm(direction) * rng.uniform(0, max_mm), centre)
 
 
 def moved(image: ImageData, reference_to_moving: np.ndarray) -> ImageData:

@@ -19,7 +19,7 @@ from napari_isfl.cases import LoadedCase, cases_from_folder
 from napari_isfl.model.checkpoint import load_model
 from napari_isfl.training.config import OptimConfig, load_config
 from napari_isfl.training.dataset import CropDataset
-from napari_isfl.training.trainer import train
+from napari_isfl.training.trainer import read_log, train
 
 
 def _phantom_pair(seed: int, size: int = 40) -> tuple[np.ndarray, np.ndarray]:
@@ -347,3 +347,13 @@ def test_training_validates_in_windows_when_asked(harvard_like: Path, tmp_path: 
         with open(out / "val.csv") as handle:
             scores[window] = float(list(csv.DictReader(handle))[-1]["val_fidelity"])
     assert scores["whole"] != scores["auto"]
+
+
+def test_read_log_keeps_one_row_per_step_the_resumed_one(tmp_path: Path) -> None:
+    # killed after step 30 (checkpoint at 20), resumed from 20: steps 30 and 40 logged again
+    log = tmp_path / "log.csv"
+    rows = [(10, 1.0), (20, 0.9), (30, 0.8), (30, 0.7), (40, 0.6)]
+    log.write_text("step,loss\n" + "".join(f"{step},{loss}\n" for step, loss in rows))
+    kept = read_log(log)
+    assert [int(r["step"]) for r in kept] == [10, 20, 30, 40]
+    assert kept[2]["loss"] == "0.7"

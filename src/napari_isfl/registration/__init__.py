@@ -44,7 +44,9 @@ from .geometry import (
     foreground_mask,
     itk_transform,
     mutual_information,
+    random_rigid,
     read_transform,
+    rigid_matrix,
     transform_matrix,
     write_transform,
 )
@@ -68,8 +70,10 @@ __all__ = [
     "foreground_mask",
     "itk_transform",
     "mutual_information",
+    "random_rigid",
     "read_transform",
     "register",
+    "rigid_matrix",
     "transform_matrix",
     "write_transform",
 ]

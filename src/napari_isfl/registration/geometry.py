@@ -30,6 +30,33 @@ def _sitk():
 
 
 # ------------------------------------------------------------------------------------- world matrices
+def rigid_matrix(angle_deg: float, axis, shift_mm, centre) -> np.ndarray:
+    """A 4x4 world transform: a rotation by ``angle_deg`` about ``axis`` through ``centre``, then a shift
+    (mm). Known transforms for testing and benchmarking registration, and for moving a scan on purpose.
+
+    Examples:
+        >>> m = rigid_matrix(90.0, (0, 0, 1), (1.0, 0.0, 0.0), (0.0, 0.0, 0.0))
+        >>> np.round(m @ [1.0, 0.0, 0.0, 1.0], 6).tolist()
+        [1.0, 1.0, 0.0, 1.0]
+    """
+    from scipy.spatial.transform import Rotation
+
+    axis = np.asarray(axis, dtype=float) / np.linalg.norm(axis)
+    rotation = Rotation.from_rotvec(np.radians(angle_deg) * axis).as_matrix()
+    matrix = np.eye(4)
+    matrix[:3, :3] = rotation
+    matrix[:3, 3] = np.asarray(centre) + np.asarray(shift_mm) - rotation @ np.asarray(centre)
+    return matrix
+
+
+def random_rigid(seed: int, centre, max_deg: float = 10.0, max_mm: float = 15.0) -> np.ndarray:
+    """A seeded random :func:`rigid_matrix`: up to ``max_deg`` about a random axis through ``centre``, and a
+    shift of up to ``max_mm`` in a random direction."""
+    rng = np.random.default_rng(seed)
+    angle, axis, direction = rng.uniform(0, max_deg), rng.normal(size=3), rng.normal(size=3)
+    return rigid_matrix(angle, axis, direction / np.linalg.norm(direction) * rng.uniform(0, max_mm), centre)
+
+
 def displacement_mm(first: np.ndarray, second: np.ndarray, points: np.ndarray) -> np.ndarray:
     """How far apart two world transforms put each point: ``|first @ p - second @ p|`` (mm).
 

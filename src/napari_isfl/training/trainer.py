@@ -184,6 +184,14 @@ def _append_csv(path: Path, row: dict) -> None:
         writer.writerow(row)
 
 
+def read_log(path: Path) -> list[dict[str, str]]:
+    """The rows of a run's ``log.csv``, one per step in step order. A resumed run logs again the steps
+    after its last checkpoint; the later rows (the ones its weights continued from) are kept."""
+    with open(path) as handle:
+        by_step = {int(row["step"]): row for row in csv.DictReader(handle)}
+    return [by_step[step] for step in sorted(by_step)]
+
+
 def plot_log(run_dir: Path) -> Path | None:
     """``loss.png``: training terms (and validation fidelity) against the step."""
     log = run_dir / "log.csv"
@@ -193,8 +201,7 @@ def plot_log(run_dir: Path) -> Path | None:
 
     plt = pyplot("the training plot loss.png")
 
-    with open(log) as handle:
-        rows = list(csv.DictReader(handle))
+    rows = read_log(log)
     steps = [int(r["step"]) for r in rows]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     for term in ("loss", "fidelity", "invariance", "necessity"):
