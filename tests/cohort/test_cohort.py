@@ -201,7 +201,7 @@ def test_one_worker_and_two_give_identical_outputs(
 @pytest.mark.slow
 def test_a_killed_worker_loses_nothing(tmp_path: Path, cluster_client, tiny_checkpoint_3d: Path) -> None:
     """A worker process killed (as by the out-of-memory killer) after the first case finishes: its case
-    is retried elsewhere, every case ends done, no temporary file is left."""
+    is retried elsewhere, every case ends done (or found complete), no temporary file is left."""
     manifest = write_cohort(tmp_path / "data", bad=False)
     cases = read_manifest(manifest).cases
     many = [CohortCase(f"{c.name}-{k}", c.inputs, c.modalities) for k in range(3) for c in cases]
@@ -223,7 +223,11 @@ def test_a_killed_worker_loses_nothing(tmp_path: Path, cluster_client, tiny_chec
         stability=True,
         progress=kill_one_worker,
     )
-    assert killed and [o.status for o in result.outcomes] == ["done"] * len(many), result.failed
+    # a case the killed worker had finished (outputs and record written) but not yet reported is found
+    # complete by its retry: "skipped" (finished before, outputs verified), as good as "done"
+    statuses = [o.status for o in result.outcomes]
+    assert killed and len(statuses) == len(many) and set(statuses) <= {"done", "skipped"}, result.failed
+    assert statuses.count("skipped") <= 1 and result.exit_code == 0
     assert _no_leftovers(tmp_path / "out") == []
     cluster_client.wait_for_workers(2, timeout=60)
 
