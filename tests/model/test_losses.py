@@ -12,6 +12,7 @@ from napari_isfl.model.losses import (
     FidelityLoss,
     ISFLLoss,
     ISFLLossWeights,
+    functional_correlation_loss,
     invariance_loss,
     laplacian,
     necessity_loss,
@@ -280,3 +281,35 @@ def test_losses_are_float32_under_bfloat16_autocast(dims: int) -> None:
         assert low[key].dtype == torch.float32
         # the only difference left is the inputs' rounding to bfloat16, not the loss arithmetic
         torch.testing.assert_close(low[key], reference[key], rtol=0.05, atol=0.01)
+
+
+@pytest.mark.parametrize("dims, size", [(2, (17, 23)), (3, (9, 11, 7))])
+def test_functional_correlation_term(dims: int, size: tuple) -> None:
+    """``functional``: 1 - Pearson(fused, PET/SPECT) in the foreground; 0 for the PET itself, about 2 for
+    its negative, 0 (and no term) without a functional source; gradients reach the fused image."""
+    torch.manual_seed(0)
+    pet = torch.rand(2, 1, *size) * 0.8 + 0.1
+    mri = torch.rand(2, 1, *size)
+    sources = torch.cat([mri, pet], dim=1)
+    flags = torch.tensor([[False, True], [False, True]])
+    assert float(functional_correlation_loss(pet, sources, flags)) == pytest.approx(0.0, abs=1e-5)
+    assert float(functional_correlation_loss(1.0 - pet, sources, flags)) == pytest.approx(2.0, abs=1e-5)
+    assert float(functional_correlation_loss(pet, sources, torch.zeros(2, 2, dtype=torch.bool))) == 0.0
+    assert float(functional_correlation_loss(pet, sources, None)) == 0.0
+    # the background (every source below 0.05) does not count: a fused image equal to the PET inside
+    # the foreground and anything outside it still correlates perfectly
+    background = torch.zeros(2, 2, *size, dtype=torch.bool)
+    background[(slice(None), slice(None)) + (slice(0, 3),) * dims] = True
+    masked_sources = sources.masked_fill(background, 0.0)
+    fused = masked_sources[:, 1:].clone()
+    fused[background[:, 1:]] = 5.0
+    assert float(functional_correlation_loss(fused, masked_sources, flags)) == pytest.approx(0.0, abs=1e-5)
+    fused = torch.rand(2, 1, *size, requires_grad=True)
+    loss = FidelityLoss(dims, functional=1.0)
+    terms = loss(fused, sources, flags)
+    terms["fidelity"].backward()
+    assert fused.grad is not None and fused.grad.abs().sum() > 0
+    no_term = FidelityLoss(dims)(fused.detach(), sources, flags)
+    assert float(terms["fidelity"] - no_term["fidelity"]) == pytest.approx(
+        float(terms["functional"]), rel=1e-4
+    )

@@ -20,7 +20,15 @@ import torch.nn.functional as F
 from monai.losses import SSIMLoss
 from torch import nn
 
-__all__ = ["FidelityLoss", "ISFLLoss", "ISFLLossWeights", "laplacian", "necessity_loss", "invariance_loss"]
+__all__ = [
+    "FidelityLoss",
+    "ISFLLoss",
+    "ISFLLossWeights",
+    "functional_correlation_loss",
+    "invariance_loss",
+    "laplacian",
+    "necessity_loss",
+]
 
 NECESSITY_MODES = ("reward", "penalize", "off")
 INTENSITY_TARGETS = ("mean", "max_anatomical")
@@ -48,9 +56,12 @@ def laplacian(image: torch.Tensor) -> torch.Tensor:
 class FidelityLoss(nn.Module):
     """Fidelity of the fused image ``(B, 1, *S)`` to its sources ``(B, N, *S)``.
 
-    ``intensity * L_int + gradient * L1(|lap y|, max_i |lap x_i|) + ssim * mean_i (1 - SSIM(y, x_i))``;
-    the gradient term keeps the strongest edge of any modality. ``L_int`` depends on
-    ``intensity_target``:
+    ``intensity * L_int + gradient * L1(|lap y|, max_i |lap x_i|) + ssim * mean_i (1 - SSIM(y, x_i))
+    + functional * L_func``; the gradient term keeps the strongest edge of any modality. ``L_func`` is
+    ``1 - corr(y, f)`` inside the foreground for each functional source ``f`` (PET, SPECT): the Pearson
+    correlation that ``isfl evaluate`` reports as ``corr_functional``. Without it a weight-map fusion
+    learns to take the bright anatomy wherever it is brighter, which hides hypo-uptake (ABLATION.md,
+    "2D output head"). ``L_int`` depends on ``intensity_target``:
 
     * ``"mean"`` (METHOD.md): ``mean_i L1(y, x_i)``, which pulls toward the sources' mean.
     * ``"max_anatomical"``: the anatomical sources (MRI, CT) are merged by their voxel-wise maximum
@@ -63,7 +74,7 @@ class FidelityLoss(nn.Module):
 
     Args:
         spatial_dims: 2 or 3.
-        intensity, gradient, ssim: term weights (>= 0).
+        intensity, gradient, ssim, functional: term weights (>= 0).
         ssim_window: SSIM window size (MONAI's gaussian kernel).
         intensity_target: ``"mean"`` or ``"max_anatomical"`` (see above).
 
@@ -84,13 +95,14 @@ class FidelityLoss(nn.Module):
         ssim: float = 1.0,
         ssim_window: int = 7,
         intensity_target: str = "mean",
+        functional: float = 0.0,
     ) -> None:
         super().__init__()
-        if min(intensity, gradient, ssim) < 0:
+        if min(intensity, gradient, ssim, functional) < 0:
             raise ValueError("fidelity term weights must be >= 0")
         _check_intensity_target(intensity_target)
         self.intensity_target = intensity_target
-        self.weights = {"intensity": intensity, "gradient": gradient, "ssim": ssim}
+        self.weights = {"intensity": intensity, "gradient": gradient, "ssim": ssim, "functional": functional}
         self.ssim = SSIMLoss(spatial_dims, data_range=1.0, win_size=ssim_window, kernel_sigma=1.5)
 
     def forward(
@@ -117,7 +129,8 @@ class FidelityLoss(nn.Module):
             )
         else:
             terms["ssim"] = fused.new_zeros(())
-        terms["fidelity"] = sum(self.weights[k] * terms[k] for k in ("intensity", "gradient", "ssim"))
+        terms["functional"] = functional_correlation_loss(fused, sources, functional)
+        terms["fidelity"] = sum(self.weights[k] * terms[k] for k in self.weights)
         return terms
 
     def _intensity(
@@ -140,6 +153,51 @@ class FidelityLoss(nn.Module):
         # terms used: the anatomical maximum (where any) and each functional source
         used = torch.cat([has_anat[:, None], functional], dim=1).float()
         return ((per_term * used).sum(dim=1) / used.sum(dim=1).clamp(min=1.0)).mean()
+
+
+def functional_correlation_loss(
+    fused: torch.Tensor,
+    sources: torch.Tensor,
+    functional: torch.Tensor | None,
+    foreground_threshold: float = 0.05,
+) -> torch.Tensor:
+    """``1 - Pearson(fused, f)`` inside the foreground, averaged over every functional source ``f``.
+
+    The foreground is where any source exceeds ``foreground_threshold`` (sources on [0, 1]), as in
+    :func:`~napari_isfl.evaluation.scores.functional_fidelity`'s default mask, so the background's many
+    zeros do not inflate the correlation. 0 when no source is functional.
+
+    Args:
+        fused: ``(B, 1, *S)``.
+        sources: ``(B, N, *S)`` on [0, 1].
+        functional: ``(B, N)`` booleans, True for PET/SPECT inputs, or ``None`` (none are).
+
+    Example:
+        >>> pet = torch.rand(1, 1, 16, 16) + 0.1
+        >>> sources = torch.cat([torch.rand(1, 1, 16, 16), pet], dim=1)
+        >>> flags = torch.tensor([[False, True]])
+        >>> float(functional_correlation_loss(pet, sources, flags)) < 1e-5   # the PET itself: corr 1
+        True
+    """
+    if functional is None or not bool(functional.any()):
+        return fused.new_zeros(())
+    functional = functional.to(sources.device, torch.bool)
+    weights = (sources > foreground_threshold).any(dim=1, keepdim=True).flatten(1).float()  # (B, V)
+    count = weights.sum(dim=1, keepdim=True).clamp(min=1.0)
+    fused_flat = fused.flatten(1)
+
+    def centred(values: torch.Tensor) -> torch.Tensor:
+        return (values - (values * weights).sum(dim=1, keepdim=True) / count) * weights
+
+    fused_centred = centred(fused_flat)
+    losses = []
+    for batch_index, modality in functional.nonzero().tolist():
+        source_centred = centred(sources[:, modality].flatten(1))[batch_index]
+        own = fused_centred[batch_index]
+        covariance = (own * source_centred).sum()
+        norm = (own.square().sum() * source_centred.square().sum()).clamp(min=1e-12).sqrt()
+        losses.append(1.0 - covariance / norm)
+    return torch.stack(losses).mean()
 
 
 def invariance_loss(
@@ -205,6 +263,7 @@ class ISFLLossWeights:
     necessity_mode: str = "penalize"
     necessity_margin: float = 0.1
     intensity_target: str = "mean"
+    functional: float = 0.0
 
     def __post_init__(self) -> None:
         if self.necessity_mode not in NECESSITY_MODES:
@@ -232,7 +291,12 @@ class ISFLLoss(nn.Module):
         self.weights = weights or ISFLLossWeights()
         w = self.weights
         self.fidelity = FidelityLoss(
-            spatial_dims, w.intensity, w.gradient, w.ssim, intensity_target=w.intensity_target
+            spatial_dims,
+            w.intensity,
+            w.gradient,
+            w.ssim,
+            intensity_target=w.intensity_target,
+            functional=w.functional,
         )
 
     def forward(

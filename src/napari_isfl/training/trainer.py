@@ -49,6 +49,7 @@ LOG_TERMS = (
     "intensity",
     "gradient",
     "ssim",
+    "functional",
     "invariance",
     "consistency",
     "gate_reg",
@@ -169,16 +170,21 @@ def validate(
         fused = _validation_fusion(network, images, case.modalities, window, crop_size, device, amp)
         functional = torch.tensor([[m in FUNCTIONAL_MODALITIES for m in case.modalities]], device=device)
         terms = criterion.fidelity(fused.float(), images.float(), functional)
-        for key in ("fidelity", "intensity", "gradient", "ssim"):
+        for key in ("fidelity", "intensity", "gradient", "ssim", "functional"):
             sums[key] = sums.get(key, 0.0) + float(terms[key])
     network.train(was_training)
     return {f"val_{k}": v / max(1, len(cases)) for k, v in sums.items()}
 
 
 def _append_csv(path: Path, row: dict) -> None:
+    """Append ``row``; a run resumed by a newer version keeps the file's own columns (new ones dropped)."""
     new = not path.exists()
+    fieldnames = list(row)
+    if not new:
+        with open(path, newline="") as handle:
+            fieldnames = next(csv.reader(handle), fieldnames)
     with open(path, "a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(row))
+        writer = csv.DictWriter(handle, fieldnames=fieldnames, extrasaction="ignore", restval="")
         if new:
             writer.writeheader()
         writer.writerow(row)
