@@ -313,3 +313,20 @@ def test_functional_correlation_term(dims: int, size: tuple) -> None:
     assert float(terms["fidelity"] - no_term["fidelity"]) == pytest.approx(
         float(terms["functional"]), rel=1e-4
     )
+
+
+@pytest.mark.parametrize("dims, size", [(2, (21, 18)), (3, (12, 10, 9))])
+def test_functional_term_smoothed_ignores_fine_detail(dims: int, size: tuple) -> None:
+    """With ``sigma``, fine anatomical detail added to the PET costs (almost) nothing; without, it does."""
+    torch.manual_seed(1)
+    coords = torch.meshgrid(*[torch.linspace(0, 1, n) for n in size], indexing="ij")
+    pet = (0.3 + 0.5 * sum(coords) / dims)[None, None]  # smooth uptake
+    detail = torch.zeros_like(pet)
+    detail[(slice(None), slice(None)) + (slice(None, None, 2),) * dims] = 0.15  # a 2-pixel checkerboard
+    sources = torch.cat([torch.rand_like(pet), pet], dim=1)
+    flags = torch.tensor([[False, True]])
+    sharp = float(functional_correlation_loss(pet + detail, sources, flags))
+    smoothed = float(functional_correlation_loss(pet + detail, sources, flags, sigma=2.0))
+    assert smoothed < 0.2 * sharp
+    with pytest.raises(ValueError, match=">= 0"):
+        ISFLLossWeights(functional_sigma=-1.0)

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 from monai.losses import SSIMLoss
+from monai.networks.layers import GaussianFilter
 from torch import nn
 
 __all__ = [
@@ -75,6 +76,7 @@ class FidelityLoss(nn.Module):
     Args:
         spatial_dims: 2 or 3.
         intensity, gradient, ssim, functional: term weights (>= 0).
+        functional_sigma: smoothing of the functional term (see :func:`functional_correlation_loss`).
         ssim_window: SSIM window size (MONAI's gaussian kernel).
         intensity_target: ``"mean"`` or ``"max_anatomical"`` (see above).
 
@@ -96,12 +98,14 @@ class FidelityLoss(nn.Module):
         ssim_window: int = 7,
         intensity_target: str = "mean",
         functional: float = 0.0,
+        functional_sigma: float = 0.0,
     ) -> None:
         super().__init__()
-        if min(intensity, gradient, ssim, functional) < 0:
+        if min(intensity, gradient, ssim, functional, functional_sigma) < 0:
             raise ValueError("fidelity term weights must be >= 0")
         _check_intensity_target(intensity_target)
         self.intensity_target = intensity_target
+        self.functional_sigma = functional_sigma
         self.weights = {"intensity": intensity, "gradient": gradient, "ssim": ssim, "functional": functional}
         self.ssim = SSIMLoss(spatial_dims, data_range=1.0, win_size=ssim_window, kernel_sigma=1.5)
 
@@ -129,7 +133,9 @@ class FidelityLoss(nn.Module):
             )
         else:
             terms["ssim"] = fused.new_zeros(())
-        terms["functional"] = functional_correlation_loss(fused, sources, functional)
+        terms["functional"] = functional_correlation_loss(
+            fused, sources, functional, sigma=self.functional_sigma
+        )
         terms["fidelity"] = sum(self.weights[k] * terms[k] for k in self.weights)
         return terms
 
@@ -160,6 +166,7 @@ def functional_correlation_loss(
     sources: torch.Tensor,
     functional: torch.Tensor | None,
     foreground_threshold: float = 0.05,
+    sigma: float = 0.0,
 ) -> torch.Tensor:
     """``1 - Pearson(fused, f)`` inside the foreground, averaged over every functional source ``f``.
 
@@ -171,6 +178,10 @@ def functional_correlation_loss(
         fused: ``(B, 1, *S)``.
         sources: ``(B, N, *S)`` on [0, 1].
         functional: ``(B, N)`` booleans, True for PET/SPECT inputs, or ``None`` (none are).
+        foreground_threshold: the foreground's threshold on the [0, 1] sources.
+        sigma: when > 0, both images are Gaussian-smoothed (sigma in pixels/voxels) first, so only the
+            uptake pattern at the functional image's own resolution is asked for and the anatomy may add
+            its finer detail.
 
     Example:
         >>> pet = torch.rand(1, 1, 16, 16) + 0.1
@@ -182,7 +193,12 @@ def functional_correlation_loss(
     if functional is None or not bool(functional.any()):
         return fused.new_zeros(())
     functional = functional.to(sources.device, torch.bool)
-    weights = (sources > foreground_threshold).any(dim=1, keepdim=True).flatten(1).float()  # (B, V)
+    foreground = sources
+    if sigma > 0:
+        smooth = GaussianFilter(sources.ndim - 2, sigma).to(sources.device)
+        fused = smooth(fused)
+        sources = smooth(sources.flatten(0, 1).unsqueeze(1)).view_as(sources)
+    weights = (foreground > foreground_threshold).any(dim=1, keepdim=True).flatten(1).float()  # (B, V)
     count = weights.sum(dim=1, keepdim=True).clamp(min=1.0)
     fused_flat = fused.flatten(1)
 
@@ -264,6 +280,7 @@ class ISFLLossWeights:
     necessity_margin: float = 0.1
     intensity_target: str = "mean"
     functional: float = 0.0
+    functional_sigma: float = 0.0
 
     def __post_init__(self) -> None:
         if self.necessity_mode not in NECESSITY_MODES:
@@ -297,6 +314,7 @@ class ISFLLoss(nn.Module):
             w.ssim,
             intensity_target=w.intensity_target,
             functional=w.functional,
+            functional_sigma=w.functional_sigma,
         )
 
     def forward(
