@@ -357,3 +357,16 @@ def test_read_log_keeps_one_row_per_step_the_resumed_one(tmp_path: Path) -> None
     kept = read_log(log)
     assert [int(r["step"]) for r in kept] == [10, 20, 30, 40]
     assert kept[2]["loss"] == "0.7"
+
+
+def test_a_log_appended_by_a_newer_version_keeps_its_columns(tmp_path: Path) -> None:
+    """A run resumed by a version that logs a new term (``functional``) keeps the file's header; the new
+    column is dropped rather than shifting every value one column to the right."""
+    from napari_isfl.training.trainer import _append_csv
+
+    log = tmp_path / "log.csv"
+    _append_csv(log, {"step": 10, "loss": 1.0, "ssim": 0.5})
+    _append_csv(log, {"step": 20, "loss": 0.9, "functional": 0.3, "ssim": 0.4})
+    rows = read_log(log)
+    assert list(rows[0]) == ["step", "loss", "ssim"]
+    assert rows[1] == {"step": "20", "loss": "0.9", "ssim": "0.4"}
