@@ -210,8 +210,9 @@ def plot_log(run_dir: Path) -> Path | None:
     rows = read_log(log)
     steps = [int(r["step"]) for r in rows]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
-    for term in ("loss", "fidelity", "invariance", "necessity"):
-        if term in rows[0] and rows[0][term] != "":
+    for term in ("loss", "fidelity", "invariance", "necessity", "functional"):
+        # the functional term is logged as 0 when no PET/SPECT is in a batch (or its weight is 0)
+        if term in rows[0] and rows[0][term] != "" and any(float(r[term] or 0) > 0 for r in rows):
             ax.plot(steps, [float(r[term]) for r in rows], label=term)
     val = run_dir / "val.csv"
     if val.exists():
