@@ -213,7 +213,7 @@ def plot_log(run_dir: Path) -> Path | None:
     for term in ("loss", "fidelity", "invariance", "necessity", "functional"):
         # the functional term is logged as 0 when no PET/SPECT is in a batch (or its weight is 0)
         if term in rows[0] and rows[0][term] != "" and any(float(r[term] or 0) > 0 for r in rows):
-            ax.plot(steps, [float(r[term]) for r in rows], label=term)
+            ax.plot(steps, [float(r[term] or "nan") for r in rows], label=term)
     val = run_dir / "val.csv"
     if val.exists():
         with open(val) as handle:
