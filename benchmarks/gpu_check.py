@@ -18,8 +18,13 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from speed import synthetic  # noqa: E402
 
 
 def _inputs(paths: list[str] | None, shape: tuple[int, ...]) -> list[np.ndarray]:
@@ -27,9 +32,6 @@ def _inputs(paths: list[str] | None, shape: tuple[int, ...]) -> list[np.ndarray]
         from napari_isfl.io import read_image
 
         return [read_image(p).array for p in paths]
-    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
-    from speed import synthetic
-
     return synthetic(shape, 2)
 
 

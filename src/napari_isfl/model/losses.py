@@ -198,22 +198,16 @@ def functional_correlation_loss(
         smooth = GaussianFilter(sources.ndim - 2, sigma).to(sources.device)
         fused = smooth(fused)
         sources = smooth(sources.flatten(0, 1).unsqueeze(1)).view_as(sources)
-    weights = (foreground > foreground_threshold).any(dim=1, keepdim=True).flatten(1).float()  # (B, V)
-    count = weights.sum(dim=1, keepdim=True).clamp(min=1.0)
-    fused_flat = fused.flatten(1)
+    weights = (foreground > foreground_threshold).any(dim=1, keepdim=True).flatten(2).float()  # (B, 1, V)
+    count = weights.sum(dim=2, keepdim=True).clamp(min=1.0)
 
-    def centred(values: torch.Tensor) -> torch.Tensor:
-        return (values - (values * weights).sum(dim=1, keepdim=True) / count) * weights
+    def centred(values: torch.Tensor) -> torch.Tensor:  # (B, C, V), mean-free inside the foreground
+        return (values - (values * weights).sum(dim=2, keepdim=True) / count) * weights
 
-    fused_centred = centred(fused_flat)
-    losses = []
-    for batch_index, modality in functional.nonzero().tolist():
-        source_centred = centred(sources[:, modality].flatten(1))[batch_index]
-        own = fused_centred[batch_index]
-        covariance = (own * source_centred).sum()
-        norm = (own.square().sum() * source_centred.square().sum()).clamp(min=1e-12).sqrt()
-        losses.append(1.0 - covariance / norm)
-    return torch.stack(losses).mean()
+    fused_centred, sources_centred = centred(fused.flatten(2)), centred(sources.flatten(2))
+    covariance = (fused_centred * sources_centred).sum(dim=2)  # (B, N)
+    norm = (fused_centred.square().sum(dim=2) * sources_centred.square().sum(dim=2)).clamp(min=1e-12).sqrt()
+    return (1.0 - covariance / norm)[functional].mean()
 
 
 def invariance_loss(
