@@ -119,6 +119,18 @@ def test_max_anatomical_does_not_hide_hypo_uptake() -> None:
     assert loss(pet.clone(), sources)["intensity"] == pytest.approx(0.8)
 
 
+@pytest.mark.parametrize("dims", [2, 3])
+def test_max_target_is_the_voxelwise_maximum_of_all_sources(dims: int) -> None:
+    torch.manual_seed(3)
+    sources, fused = torch.rand(2, 3, *SHAPES[dims]), torch.rand(2, 1, *SHAPES[dims])
+    loss = FidelityLoss(dims, ssim=0.0, intensity_target="max")
+    expected = (fused - sources.amax(dim=1, keepdim=True)).abs().mean()
+    torch.testing.assert_close(loss(fused, sources)["intensity"], expected)
+    flagged = torch.tensor([[False, True, False], [True, True, True]])
+    torch.testing.assert_close(loss(fused, sources, flagged)["intensity"], expected)  # flags ignored
+    assert loss(sources.amax(dim=1, keepdim=True), sources)["intensity"] == 0
+
+
 def test_intensity_target_validated() -> None:
     """An unknown intensity target is refused, by the loss and by the weights."""
     with pytest.raises(ValueError, match="intensity_target must be one of"):
@@ -330,3 +342,48 @@ def test_functional_term_smoothed_ignores_fine_detail(dims: int, size: tuple) ->
     assert smoothed < 0.2 * sharp
     with pytest.raises(ValueError, match=">= 0"):
         ISFLLossWeights(functional_sigma=-1.0)
+
+
+@pytest.mark.parametrize("dims, size", [(2, (37, 29)), (3, (21, 17, 19))])
+def test_gradient_levels_one_is_the_full_resolution_term(dims: int, size: tuple) -> None:
+    torch.manual_seed(0)
+    sources, fused = torch.rand(2, 2, *size), torch.rand(2, 1, *size)
+    terms = FidelityLoss(dims, gradient_levels=1)(fused, sources)
+    edges = laplacian(sources).abs().amax(dim=1, keepdim=True)
+    assert torch.allclose(terms["gradient"], (laplacian(fused).abs() - edges).abs().mean())
+
+
+@pytest.mark.parametrize("dims, size", [(2, (37, 29)), (3, (21, 17, 19))])
+def test_coarse_gradient_levels_see_a_faded_region(dims: int, size: tuple) -> None:
+    """A smooth bright region of one source (an oedema on FLAIR) hardly has fine edges, so the
+    full-resolution term barely notices when a blend halves it; the coarse levels do."""
+    coords = torch.meshgrid(*[torch.linspace(-1, 1, n) for n in size], indexing="ij")
+    blob = torch.exp(-sum(c**2 for c in coords) / 0.1)
+    sources = torch.stack([blob, torch.zeros_like(blob)])[None]
+    kept, faded = blob[None, None], 0.5 * blob[None, None]
+
+    def extra_penalty(levels: int) -> float:
+        loss = FidelityLoss(dims, gradient_levels=levels)
+        return float(loss(faded, sources)["gradient"] - loss(kept, sources)["gradient"])
+
+    assert float(FidelityLoss(dims, gradient_levels=3)(kept, sources)["gradient"]) == pytest.approx(
+        0, abs=1e-6
+    )
+    assert extra_penalty(3) > 1.5 * extra_penalty(1) > 0
+
+
+@pytest.mark.parametrize("dims, size", [(2, (9, 7)), (3, (7, 9, 8))])
+def test_gradient_levels_stop_before_the_image_is_too_small(dims: int, size: tuple) -> None:
+    sources = torch.rand(1, 2, *size, requires_grad=True)
+    fused = sources.mean(dim=1, keepdim=True)
+    value = FidelityLoss(dims, gradient_levels=5)(fused, sources)["gradient"]
+    value.backward()
+    assert torch.isfinite(value) and torch.isfinite(sources.grad).all()
+
+
+@pytest.mark.parametrize("levels", [0, -1, 1.5, True])
+def test_gradient_levels_validated(levels: object) -> None:
+    with pytest.raises(ValueError, match="gradient_levels"):
+        FidelityLoss(2, gradient_levels=levels)
+    with pytest.raises(ValueError, match="gradient_levels"):
+        ISFLLossWeights(gradient_levels=levels)
