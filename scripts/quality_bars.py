@@ -8,6 +8,9 @@ and the functional correlation with PET/SPECT at least LP's.
 
     python scripts/quality_bars.py docs/models/eval_3d/metrics.csv --dims 3
     python scripts/quality_bars.py docs/models/eval_2d/metrics.csv --dims 2 --method isfl
+
+A candidate evaluated alone (``isfl evaluate ... --method isfl``) is held to the baselines of a full
+evaluation with ``--baselines docs/models/eval_2d/metrics.csv`` (its rows of the other methods).
 """
 
 from __future__ import annotations
@@ -119,9 +122,13 @@ def main() -> None:
     parser.add_argument("metrics", help="metrics.csv written by isfl evaluate")
     parser.add_argument("--dims", type=int, choices=(2, 3), required=True)
     parser.add_argument("--method", default="isfl", help="the method held to the bars (default isfl)")
+    parser.add_argument("--baselines", help="a metrics.csv whose rows of the other methods are added")
     args = parser.parse_args()
     with open(args.metrics, newline="") as handle:
-        rows = list(csv.DictReader(handle))
+        rows = [r for r in csv.DictReader(handle) if not args.baselines or r["method"] == args.method]
+    if args.baselines:
+        with open(args.baselines, newline="") as handle:
+            rows += [r for r in csv.DictReader(handle) if r["method"] != args.method]
     lines = bars_3d(rows, args.method) if args.dims == 3 else bars_2d(rows, args.method)
     print("\n".join(lines))
 
