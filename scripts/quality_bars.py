@@ -9,6 +9,10 @@ and the functional correlation with PET/SPECT at least LP's.
     python scripts/quality_bars.py docs/models/eval_3d/metrics.csv --dims 3
     python scripts/quality_bars.py docs/models/eval_2d/metrics.csv --dims 2 --method isfl
 
+``--ci`` adds, for every 2D bar, the 95 % paired-bootstrap interval of the per-pair margin (ISFL minus the
+method the bar compares with, 2000 resamples of the pairs, seed 0): a bar "met" by a margin whose
+interval includes 0 is within the noise of which pairs happen to be in the dev split.
+
 A candidate evaluated alone (``isfl evaluate ... --method isfl``) is held to the baselines of a full
 evaluation with ``--baselines docs/models/eval_2d/metrics.csv`` (its rows of the other methods).
 """
@@ -71,7 +75,29 @@ def bars_3d(rows: list[dict], method: str) -> list[str]:
     return lines
 
 
-def bars_2d(rows: list[dict], method: str) -> list[str]:
+def _margin_interval(rows: list[dict], task: str, key: str, method: str, other: str) -> str:
+    """95 % paired-bootstrap interval of the mean per-pair margin ``method - other`` on ``key``."""
+    import numpy as np
+
+    by_case: dict[str, dict[str, float]] = defaultdict(dict)
+    for row in rows:
+        if row["task"] == task and row["method"] in (method, other):
+            by_case[row["case"]][row["method"]] = _value(row, key)
+    margins = np.array(
+        [
+            v[method] - v[other]
+            for v in by_case.values()
+            if len(v) == 2 and math.isfinite(v[method] - v[other])
+        ]
+    )
+    if margins.size == 0:
+        return "–"
+    draws = np.random.default_rng(0).choice(margins, size=(2000, margins.size)).mean(axis=1)
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return f"{margins.mean():+.3f} [{low:+.3f}, {high:+.3f}]"
+
+
+def bars_2d(rows: list[dict], method: str, intervals: bool = False) -> list[str]:
     sums: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
         for key in (*STANDARD, "corr_functional"):
@@ -83,6 +109,13 @@ def bars_2d(rows: list[dict], method: str) -> list[str]:
     lines = [
         "| task | VIF vs GFF | Qabf vs GFF | SSIM first | SCD first | functional corr vs LP | all bars |",
         "|---|---|---|---|---|---|---|",
+    ]
+    ci_lines = [
+        "",
+        "95 % paired-bootstrap interval of the mean per-pair margin (ISFL minus the bar's comparator):",
+        "",
+        "| task | VIF - GFF | Qabf - GFF | SSIM - next | SCD - next | corr - LP |",
+        "|---|---|---|---|---|---|",
     ]
     for task in tasks:
         ours = means.get((task, method))
@@ -96,8 +129,13 @@ def bars_2d(rows: list[dict], method: str) -> list[str]:
             ok = ours[key] >= gff.get(key, math.inf)
             checks.append(ok)
             cells.append(f"{ours[key]:.3f} vs {gff.get(key, math.nan):.3f}" + ("" if ok else " **no**"))
+        comparators = {"VIF": "gff", "Qabf": "gff", "corr_functional": "lp"}
         for key in ("SSIM", "SCD"):
             best_other = max((o.get(key, -math.inf) for o in others), default=-math.inf)
+            comparators[key] = next(
+                (m for (t, m), v in means.items() if t == task and m != method and v.get(key) == best_other),
+                "",
+            )
             ok = ours[key] >= best_other
             checks.append(ok)
             cells.append(f"{ours[key]:.3f} (next {best_other:.3f})" + ("" if ok else " **no**"))
@@ -112,7 +150,13 @@ def bars_2d(rows: list[dict], method: str) -> list[str]:
             cells.append("–")
         cells.append("**met**" if all(checks) else "not met")
         lines.append(f"| {task} | " + " | ".join(cells) + " |")
-    return lines
+        if intervals:
+            keys = ("VIF", "Qabf", "SSIM", "SCD", "corr_functional")
+            spans = [
+                _margin_interval(rows, task, k, method, comparators[k]) if k in ours else "–" for k in keys
+            ]
+            ci_lines.append(f"| {task} | " + " | ".join(spans) + " |")
+    return lines + (ci_lines if intervals else [])
 
 
 def main() -> None:
@@ -123,13 +167,14 @@ def main() -> None:
     parser.add_argument("--dims", type=int, choices=(2, 3), required=True)
     parser.add_argument("--method", default="isfl", help="the method held to the bars (default isfl)")
     parser.add_argument("--baselines", help="a metrics.csv whose rows of the other methods are added")
+    parser.add_argument("--ci", action="store_true", help="2D: bootstrap intervals of every bar's margin")
     args = parser.parse_args()
     with open(args.metrics, newline="") as handle:
         rows = [r for r in csv.DictReader(handle) if not args.baselines or r["method"] == args.method]
     if args.baselines:
         with open(args.baselines, newline="") as handle:
             rows += [r for r in csv.DictReader(handle) if r["method"] != args.method]
-    lines = bars_3d(rows, args.method) if args.dims == 3 else bars_2d(rows, args.method)
+    lines = bars_3d(rows, args.method) if args.dims == 3 else bars_2d(rows, args.method, args.ci)
     print("\n".join(lines))
 
 
