@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import argparse
 import csv
+from collections.abc import Callable
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
+from scipy import ndimage, special
 
 from napari_isfl.evaluation.baselines import (
     _collapse,
@@ -40,16 +42,33 @@ LEVELS = 4
 KEYS = ("SCD", "VIF", "Qabf", "SSIM", "corr_functional")
 
 
-def blends(second: int) -> dict[str, callable]:
-    """Named fusion rules of ``(2, H, W)`` normalised sources; ``second`` is the index of the source whose
+class CaseBands:
+    """One case's normalised ``(2, H, W)`` sources and what several rules share, computed once: the
+    sources' Laplacian pyramids and GFF's fusion."""
+
+    def __init__(self, sources: np.ndarray) -> None:
+        self.sources = sources
+
+    @cached_property
+    def pyramids(self) -> list[list[np.ndarray]]:
+        return [_laplacian_pyramid(s, LEVELS, 1.0) for s in self.sources]
+
+    @cached_property
+    def gff(self) -> np.ndarray:
+        return fuse_baseline("gff", self.sources)
+
+
+def blends(second: int) -> dict[str, Callable[[CaseBands], np.ndarray]]:
+    """Named fusion rules of one case's :class:`CaseBands`; ``second`` is the index of the source whose
     share the weights give (the PET/SPECT or CT)."""
+    first = 1 - second
 
     def constant(base_share: float, detail_share: float):
-        def fuse(sources: np.ndarray) -> np.ndarray:
-            pyramids = [_laplacian_pyramid(s, LEVELS, 1.0) for s in sources]
+        def fuse(bands: CaseBands) -> np.ndarray:
+            pyramids = bands.pyramids
             shares = [detail_share] * LEVELS + [base_share]
             fused = [
-                (1 - w) * pyramids[1 - second][level] + w * pyramids[second][level]
+                (1 - w) * pyramids[first][level] + w * pyramids[second][level]
                 for level, w in enumerate(shares)
             ]
             return np.clip(_collapse(fused), 0, 1)
@@ -57,10 +76,10 @@ def blends(second: int) -> dict[str, callable]:
         return fuse
 
     def max_abs(base_share: float):
-        def fuse(sources: np.ndarray) -> np.ndarray:
-            pyramids = [_laplacian_pyramid(s, LEVELS, 1.0) for s in sources]
+        def fuse(bands: CaseBands) -> np.ndarray:
+            pyramids = bands.pyramids
             fused = [_max_abs_select(np.stack([p[level] for p in pyramids])) for level in range(LEVELS)]
-            fused.append((1 - base_share) * pyramids[1 - second][-1] + base_share * pyramids[second][-1])
+            fused.append((1 - base_share) * pyramids[first][-1] + base_share * pyramids[second][-1])
             return np.clip(_collapse(fused), 0, 1)
 
         return fuse
@@ -68,52 +87,49 @@ def blends(second: int) -> dict[str, callable]:
     def gff_base(base_share: float):
         """GFF's fusion with its coarsest pyramid band replaced by a fixed blend of the sources' bands."""
 
-        def fuse(sources: np.ndarray) -> np.ndarray:
-            gff = _laplacian_pyramid(fuse_baseline("gff", sources), LEVELS, 1.0)
-            bases = [_laplacian_pyramid(s, LEVELS, 1.0)[-1] for s in sources]
-            gff[-1] = (1 - base_share) * bases[1 - second] + base_share * bases[second]
+        def fuse(bands: CaseBands) -> np.ndarray:
+            gff = _laplacian_pyramid(bands.gff, LEVELS, 1.0)
+            gff[-1] = (1 - base_share) * bands.pyramids[first][-1] + base_share * bands.pyramids[second][-1]
             return np.clip(_collapse(gff), 0, 1)
-
-        return fuse
-
-    def select(temperature: float, smoothing: float):
-        """Per-pixel soft selection of the brighter source, the same weight at every scale (``max`` as the
-        temperature goes to 0): a spatially varying blend, unlike the rules above."""
-
-        def fuse(sources: np.ndarray) -> np.ndarray:
-            share = select_share(sources, temperature, smoothing)
-            return np.clip((1 - share) * sources[1 - second] + share * sources[second], 0, 1)
 
         return fuse
 
     def select_share(sources: np.ndarray, temperature: float, smoothing: float) -> np.ndarray:
         smooth = [ndimage.gaussian_filter(s, smoothing) if smoothing else s for s in sources]
-        contrast = (smooth[second] - smooth[1 - second]) / temperature
-        return 1.0 / (1.0 + np.exp(-np.clip(contrast, -50, 50)))
+        return special.expit(np.clip((smooth[second] - smooth[first]) / temperature, -50, 50))
+
+    def select(temperature: float, smoothing: float):
+        """Per-pixel soft selection of the brighter source, the same weight at every scale (``max`` as the
+        temperature goes to 0): a spatially varying blend, unlike the rules above."""
+
+        def fuse(bands: CaseBands) -> np.ndarray:
+            sources = bands.sources
+            share = select_share(sources, temperature, smoothing)
+            return np.clip((1 - share) * sources[first] + share * sources[second], 0, 1)
+
+        return fuse
 
     def select_pyramid(temperature: float, max_abs_levels: int):
         """The selection share (smoothed by 2 px) weights every pyramid level, except the finest
         ``max_abs_levels`` detail levels, which take the larger detail (LP's rule): the brighter source's
         regions, the sharper source's edges."""
 
-        def fuse(sources: np.ndarray) -> np.ndarray:
-            share = select_share(sources, temperature, 2.0)
-            pyramids = [_laplacian_pyramid(s, LEVELS, 1.0) for s in sources]
-            shares = [share]  # the share at every level's resolution (its Gaussian pyramid)
+        def fuse(bands: CaseBands) -> np.ndarray:
+            pyramids = bands.pyramids
+            shares = [select_share(bands.sources, temperature, 2.0)]  # and its Gaussian pyramid
             for _ in range(LEVELS):
                 shares.append(_downsample(shares[-1], 1.0))
-            fused = []
-            for level in range(LEVELS + 1):
-                if level < max_abs_levels:
-                    fused.append(_max_abs_select(np.stack([p[level] for p in pyramids])))
-                    continue
-                weight = shares[level]
-                fused.append((1 - weight) * pyramids[1 - second][level] + weight * pyramids[second][level])
+            fused = [
+                _max_abs_select(np.stack([p[level] for p in pyramids]))
+                if level < max_abs_levels
+                else (1 - shares[level]) * pyramids[first][level] + shares[level] * pyramids[second][level]
+                for level in range(LEVELS + 1)
+            ]
             return np.clip(_collapse(fused), 0, 1)
 
         return fuse
 
-    rules = {"gff": lambda s: fuse_baseline("gff", s), "lp": lambda s: fuse_baseline("lp", s)}
+    rules = {"gff": lambda b: b.gff, "lp": lambda b: fuse_baseline("lp", b.sources)}
     for temperature in (0.01, 0.05, 0.1):
         for levels in (1, 2):
             rules[f"selpyr_t{temperature}_m{levels}"] = select_pyramid(temperature, levels)
@@ -215,10 +231,11 @@ def main() -> None:
         second = next(i for i, m in enumerate(case.modalities) if m != "mri")
         sources = [to_uint8_scale(s) for s in normalised]
         functional = case.modalities[second] in FUNCTIONAL_MODALITIES
+        bands = CaseBands(normalised)
         for name, rule in blends(second).items():
             if not name.startswith(args.rules):
                 continue
-            scored = to_uint8_scale(np.clip(rule(normalised), 0, 1))
+            scored = to_uint8_scale(np.clip(rule(bands), 0, 1))
             row = {"case": case.name, "rule": name} | fusion_metrics(scored, sources, names=KEYS[:4])
             if functional:
                 row["corr_functional"] = functional_fidelity(scored, sources[second], sources[1 - second])[
