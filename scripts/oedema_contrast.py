@@ -9,6 +9,14 @@ brain mean of each (a fusion that brightens the whole brain flattens the oedema 
 
     python scripts/oedema_contrast.py                      # held-out TCGA-FG-6692, shipped 3D model
     python scripts/oedema_contrast.py --model runs/v2/isfl3d_ft/model.pt --threads 2
+
+``--oracle`` fuses nothing: it asks what per-voxel blend weights the 3D lesion bar (the fusion's oedema
+contrast at least 80 % of FLAIR's, as ``isfl evaluate`` measures it) needs on a pair, by scoring blends
+with a fixed FLAIR weight inside the oedema and another one elsewhere:
+
+    python scripts/oedema_contrast.py --oracle \
+        --t1c ../shared/data/volumes/brats2013/brats_2013_pat0006_1/t1c.nii.gz \
+        --flair ../shared/data/volumes/brats2013/brats_2013_pat0006_1/flair.nii.gz
 """
 
 from __future__ import annotations
@@ -35,6 +43,9 @@ def main() -> None:
     )
     parser.add_argument("--patch-size", default="auto", help="ISFL sliding-window size, as isfl fuse")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--oracle", action="store_true", help="score fixed FLAIR weights in/out of the oedema; no fusion"
+    )
     args = parser.parse_args()
 
     import torch
@@ -51,6 +62,9 @@ def main() -> None:
     flair_path = Path(args.flair) if args.flair else root / CASE.format("fla")
     arrays = [read_image(t1c_path).array, read_image(flair_path).array]
     normalised = np.stack([normalize_intensity(a, "mri")[0] for a in arrays])
+    if args.oracle:
+        _oracle(normalised[0], normalised[1], args.top)
+        return
     brain = (normalised > 0.02).any(axis=0)
     flair_in_brain = normalised[1][brain]
     oedema = brain & (normalised[1] >= np.percentile(flair_in_brain, 100.0 - args.top))
@@ -70,6 +84,28 @@ def main() -> None:
         image = np.clip(image, 0.0, 1.0)
         contrast = float(image[oedema].mean() - image[rest].mean())
         print(f"| {name} | {contrast:+.3f} | {float(image[brain].mean()):.3f} |")
+
+
+def _oracle(t1c: np.ndarray, flair: np.ndarray, top: float) -> None:
+    """isfl evaluate's lesion contrast ratio of blends: one FLAIR weight in the oedema, one elsewhere."""
+    from napari_isfl.evaluation.evaluate import FOREGROUND_THRESHOLD
+    from napari_isfl.evaluation.fidelity import lesion_contrast, oedema_mask
+
+    brain = (np.stack([t1c, flair]) > FOREGROUND_THRESHOLD).any(axis=0)
+    oedema = oedema_mask(flair, brain, top)
+    normal = brain & ~oedema
+    print(f"T1c: oedema {t1c[oedema].mean():.3f}, rest {t1c[normal].mean():.3f}; ", end="")
+    print(f"FLAIR: oedema {flair[oedema].mean():.3f}, rest {flair[normal].mean():.3f}\n")
+    outside = (0.0, 0.25, 0.5, 0.75)
+    print("| FLAIR weight in the oedema | " + " | ".join(f"{b:g} elsewhere" for b in outside) + " |")
+    print("|---|" + "---|" * len(outside))
+    for inside in (1.0, 0.9, 0.8, 0.5):
+        ratios = []
+        for b in outside:
+            weight = np.where(oedema, inside, b)
+            fused = weight * flair + (1.0 - weight) * t1c
+            ratios.append(lesion_contrast(fused, [t1c, flair], oedema, brain)["lesion_contrast_ratio"])
+        print(f"| {inside:g} | " + " | ".join(f"{r:.2f}" for r in ratios) + " |")
 
 
 if __name__ == "__main__":
