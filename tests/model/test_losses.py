@@ -16,6 +16,7 @@ from napari_isfl.model.losses import (
     invariance_loss,
     laplacian,
     necessity_loss,
+    regional_contrast_loss,
 )
 
 SHAPES = {2: (19, 23), 3: (11, 13, 9)}
@@ -387,3 +388,61 @@ def test_gradient_levels_validated(levels: object) -> None:
         FidelityLoss(2, gradient_levels=levels)
     with pytest.raises(ValueError, match="gradient_levels"):
         ISFLLossWeights(gradient_levels=levels)
+
+
+def _lesion_pair(size: tuple) -> torch.Tensor:
+    """Two sources on one brain-like box: normal tissue 0.6 in the first (T1c-like, brighter), 0.45 in the
+    second (FLAIR-like), and a lesion only the second shows (0.9 there, 0.55 in the first)."""
+    sources = torch.zeros(1, 2, *size)
+    brain = (slice(None), slice(None)) + tuple(slice(2, n - 2) for n in size)
+    lesion = tuple(slice(n // 3, n // 3 + max(3, n // 3)) for n in size)
+    sources[brain] = torch.tensor([0.6, 0.45]).view(1, 2, *[1] * len(size))
+    sources[(0, 0) + lesion] = 0.55
+    sources[(0, 1) + lesion] = 0.9
+    return sources
+
+
+@pytest.mark.parametrize("dims, size", [(2, (37, 29)), (3, (21, 17, 19))])
+def test_regional_contrast_prefers_the_blend_that_keeps_the_lesion_visible(dims: int, size: tuple) -> None:
+    """The source of the lesion inside it and the other source elsewhere keeps less lesion contrast (the
+    first source's normal tissue is brighter) than the lesion's source everywhere; the term ranks them so."""
+    sources = _lesion_pair(size)
+    first, second = sources[:, :1], sources[:, 1:]
+    lesion_mask = (second > 0.8).float()
+    mixed = lesion_mask * second + (1 - lesion_mask) * first
+    loss = FidelityLoss(dims, contrast=1.0, contrast_level=1)
+    assert float(loss(second, sources)["contrast"]) < float(loss(mixed, sources)["contrast"])
+    assert float(loss(mixed, sources)["contrast"]) < float(loss(first, sources)["contrast"])
+
+
+@pytest.mark.parametrize("dims, size", [(2, (9, 7)), (3, (7, 9, 8))])
+def test_regional_contrast_is_finite_and_differentiable_on_small_odd_inputs(dims: int, size: tuple) -> None:
+    sources = torch.rand(2, 3, *size, requires_grad=True)
+    fused = sources.mean(dim=1, keepdim=True)
+    value = regional_contrast_loss(fused, sources, level=4)
+    value.backward()
+    assert torch.isfinite(value) and torch.isfinite(sources.grad).all()
+
+
+def test_regional_contrast_is_zero_when_one_source_is_the_fusion_and_holds_every_contrast() -> None:
+    sources = _lesion_pair((20, 20, 20))
+    sources[:, 0] = (sources[:, 0] > 0).float() * 0.6  # the first source: flat tissue, no contrast
+    assert float(regional_contrast_loss(sources[:, 1:], sources, level=1)) == pytest.approx(0, abs=1e-6)
+
+
+def test_regional_contrast_off_by_default() -> None:
+    sources = _lesion_pair((40, 40))
+    terms = FidelityLoss(2)(sources[:, :1], sources)
+    assert float(terms["contrast"]) == 0.0
+    with_term = FidelityLoss(2, contrast=2.0)(sources[:, :1], sources)
+    assert float(with_term["fidelity"]) > float(terms["fidelity"])
+
+
+@pytest.mark.parametrize("level", [0, -1, 1.5, True])
+def test_contrast_level_validated(level: object) -> None:
+    with pytest.raises(ValueError, match="contrast_level"):
+        FidelityLoss(2, contrast_level=level)
+    with pytest.raises(ValueError, match="contrast_level"):
+        ISFLLossWeights(contrast_level=level)
+    with pytest.raises(ValueError, match="contrast"):
+        ISFLLossWeights(contrast=-1.0)

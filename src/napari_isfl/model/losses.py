@@ -31,6 +31,7 @@ __all__ = [
     "invariance_loss",
     "laplacian",
     "necessity_loss",
+    "regional_contrast_loss",
 ]
 
 NECESSITY_MODES = ("reward", "penalize", "off")
@@ -40,6 +41,11 @@ INTENSITY_TARGETS = ("mean", "max_anatomical", "max")
 def _check_intensity_target(target: str) -> None:
     if target not in INTENSITY_TARGETS:
         raise ValueError(f"intensity_target must be one of {', '.join(INTENSITY_TARGETS)}, got {target!r}")
+
+
+def _check_contrast_level(level: int) -> None:
+    if not isinstance(level, int) or isinstance(level, bool) or level < 1:
+        raise ValueError(f"contrast_level must be an integer >= 1, got {level!r}")
 
 
 def _check_gradient_levels(levels: int) -> None:
@@ -73,7 +79,12 @@ class FidelityLoss(nn.Module):
     ``1 - corr(y, f)`` inside the foreground for each functional source ``f`` (PET, SPECT): the Pearson
     correlation that ``isfl evaluate`` reports as ``corr_functional``. Without it a weight-map fusion
     learns to take the bright anatomy wherever it is brighter, which hides hypo-uptake (ABLATION.md,
-    "2D output head"). ``L_int`` depends on ``intensity_target``:
+    "2D output head"). ``contrast * L_con`` (off by default) asks for regional contrast at level
+    ``contrast_level`` of the Gaussian pyramid: every source's deviation from its own foreground mean in
+    the crop, the one of largest magnitude per voxel, is the target of the fusion's deviation from its own
+    mean (L1 inside the foreground; :func:`regional_contrast_loss`). A lesion that one source shows and the
+    other does not (FLAIR oedema where T1c is dark) is then asked to stand out from the fusion's normal
+    tissue as far as it does in that source. ``L_int`` depends on ``intensity_target``:
 
     * ``"mean"`` (METHOD.md): ``mean_i L1(y, x_i)``, which pulls toward the sources' mean.
     * ``"max_anatomical"``: the anatomical sources (MRI, CT) are merged by their voxel-wise maximum
@@ -94,6 +105,8 @@ class FidelityLoss(nn.Module):
         intensity, gradient, ssim, functional: term weights (>= 0).
         functional_sigma: smoothing of the functional term (see :func:`functional_correlation_loss`).
         gradient_levels: pyramid levels of the gradient term (1: full resolution only).
+        contrast: weight of the regional-contrast term (>= 0; 0 switches it off).
+        contrast_level: the pyramid level it works at (>= 1; level k has 1/2**k the resolution).
         ssim_window: SSIM window size (MONAI's gaussian kernel).
         intensity_target: ``"mean"``, ``"max_anatomical"`` or ``"max"`` (see above).
 
@@ -117,16 +130,26 @@ class FidelityLoss(nn.Module):
         functional: float = 0.0,
         functional_sigma: float = 0.0,
         gradient_levels: int = 1,
+        contrast: float = 0.0,
+        contrast_level: int = 2,
     ) -> None:
         super().__init__()
-        if min(intensity, gradient, ssim, functional, functional_sigma) < 0:
+        if min(intensity, gradient, ssim, functional, functional_sigma, contrast) < 0:
             raise ValueError("fidelity term weights must be >= 0")
         _check_gradient_levels(gradient_levels)
+        _check_contrast_level(contrast_level)
+        self.contrast_level = contrast_level
         _check_intensity_target(intensity_target)
         self.intensity_target = intensity_target
         self.functional_sigma = functional_sigma
         self.gradient_levels = gradient_levels
-        self.weights = {"intensity": intensity, "gradient": gradient, "ssim": ssim, "functional": functional}
+        self.weights = {
+            "intensity": intensity,
+            "gradient": gradient,
+            "ssim": ssim,
+            "functional": functional,
+            "contrast": contrast,
+        }
         self.ssim = SSIMLoss(spatial_dims, data_range=1.0, win_size=ssim_window, kernel_sigma=1.5)
 
     def forward(
@@ -154,6 +177,11 @@ class FidelityLoss(nn.Module):
             terms["ssim"] = fused.new_zeros(())
         terms["functional"] = functional_correlation_loss(
             fused, sources, functional, sigma=self.functional_sigma
+        )
+        terms["contrast"] = (
+            regional_contrast_loss(fused, sources, self.contrast_level)
+            if self.weights["contrast"] > 0
+            else fused.new_zeros(())
         )
         terms["fidelity"] = sum(self.weights[k] * terms[k] for k in self.weights)
         return terms
@@ -193,6 +221,55 @@ class FidelityLoss(nn.Module):
         # terms used: the anatomical maximum (where any) and each functional source
         used = torch.cat([has_anat[:, None], functional], dim=1).float()
         return ((per_term * used).sum(dim=1) / used.sum(dim=1).clamp(min=1.0)).mean()
+
+
+def regional_contrast_loss(
+    fused: torch.Tensor, sources: torch.Tensor, level: int = 2, foreground_threshold: float = 0.05
+) -> torch.Tensor:
+    """L1 between the fusion's regional deviations and the most salient source's, at a pyramid level.
+
+    At level ``level`` of the Gaussian pyramid (fewer levels while an axis would fall below 2 voxels),
+    each image's deviation from its own mean over the interior of the crop's foreground (voxels where
+    any source exceeds ``foreground_threshold``, as in :func:`functional_correlation_loss`, and whose
+    pyramid blur reaches no background) is taken; the target
+    per voxel is the source deviation of largest magnitude. A blend can only meet it by giving that
+    source the weight there *and* keeping the rest of the fusion as dark or bright as that source's
+    normal tissue, which is what a lesion's visible contrast needs.
+
+    Args:
+        fused: ``(B, 1, *S)``.
+        sources: ``(B, N, *S)`` on the [0, 1] scale.
+        level: pyramid level (>= 1).
+        foreground_threshold: foreground threshold on the sources.
+
+    Example:
+        >>> images = torch.zeros(1, 2, 32, 32, 32)
+        >>> images[:, :, 2:30, 2:30, 2:30] = 0.5
+        >>> images[:, 1, 10:20, 10:20, 10:20] = 1.0               # a lesion in the second source only
+        >>> with_lesion = regional_contrast_loss(images[:, 1:], images)
+        >>> bool(with_lesion < regional_contrast_loss(images[:, :1], images))
+        True
+    """
+    _check_contrast_level(level)
+    # the foreground's interior: voxels whose blur footprint at every level lies inside the foreground,
+    # so the brain's edge (where the brighter source falls off furthest) is not taken for a lesion
+    foreground = (sources > foreground_threshold).any(dim=1, keepdim=True).to(sources.dtype)
+    for _ in range(level):
+        if min(fused.shape[2:]) < 4:
+            break
+        fused, sources = downsample(fused), downsample(sources)
+        foreground = (downsample(foreground) > 0.999).to(sources.dtype)
+    dims = tuple(range(2, sources.ndim))
+    count = foreground.sum(dim=dims, keepdim=True).clamp(min=1.0)
+
+    def deviation(images: torch.Tensor) -> torch.Tensor:
+        mean = (images * foreground).sum(dim=dims, keepdim=True) / count
+        return (images - mean) * foreground
+
+    source_dev = deviation(sources)
+    target = source_dev.gather(1, source_dev.abs().argmax(dim=1, keepdim=True))
+    error = (deviation(fused) - target).abs()
+    return (error.sum(dim=dims) / count.flatten(1)).mean()
 
 
 def functional_correlation_loss(
@@ -310,12 +387,15 @@ class ISFLLossWeights:
     functional: float = 0.0
     functional_sigma: float = 0.0
     gradient_levels: int = 1
+    contrast: float = 0.0
+    contrast_level: int = 2
 
     def __post_init__(self) -> None:
         if self.necessity_mode not in NECESSITY_MODES:
             raise ValueError(f"necessity_mode must be one of {NECESSITY_MODES}, got {self.necessity_mode!r}")
         _check_intensity_target(self.intensity_target)
         _check_gradient_levels(self.gradient_levels)
+        _check_contrast_level(self.contrast_level)
         for name, value in asdict(self).items():
             if name not in ("necessity_mode", "intensity_target") and value < 0:
                 raise ValueError(f"loss weight {name} must be >= 0, got {value}")
@@ -346,6 +426,8 @@ class ISFLLoss(nn.Module):
             functional=w.functional,
             functional_sigma=w.functional_sigma,
             gradient_levels=w.gradient_levels,
+            contrast=w.contrast,
+            contrast_level=w.contrast_level,
         )
 
     def forward(

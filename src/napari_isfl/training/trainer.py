@@ -50,6 +50,7 @@ LOG_TERMS = (
     "gradient",
     "ssim",
     "functional",
+    "contrast",
     "invariance",
     "consistency",
     "gate_reg",
@@ -170,7 +171,7 @@ def validate(
         fused = _validation_fusion(network, images, case.modalities, window, crop_size, device, amp)
         functional = torch.tensor([[m in FUNCTIONAL_MODALITIES for m in case.modalities]], device=device)
         terms = criterion.fidelity(fused.float(), images.float(), functional)
-        for key in ("fidelity", "intensity", "gradient", "ssim", "functional"):
+        for key in ("fidelity", "intensity", "gradient", "ssim", "functional", "contrast"):
             sums[key] = sums.get(key, 0.0) + float(terms[key])
     network.train(was_training)
     return {f"val_{k}": v / max(1, len(cases)) for k, v in sums.items()}
