@@ -446,3 +446,28 @@ def test_contrast_level_validated(level: object) -> None:
         ISFLLossWeights(contrast_level=level)
     with pytest.raises(ValueError, match="contrast"):
         ISFLLossWeights(contrast=-1.0)
+
+
+@pytest.mark.parametrize("dims, size", [(2, (41, 37)), (3, (23, 21, 25))])
+def test_bright_contrast_target_keeps_a_lesion_bright_that_another_source_shows_darker(
+    dims: int, size: tuple
+) -> None:
+    """An MS lesion: bright on FLAIR (+0.45 over its normal tissue), darker still on T1 (-0.6). The
+    magnitude target asks for the dark T1 lesion, the bright target for the FLAIR's."""
+    sources = _lesion_pair(size)
+    lesion = sources[:, 1:] > 0.8
+    t1 = sources[:, :1].clone()
+    t1[lesion] = 0.0
+    sources = torch.cat([t1, sources[:, 1:]], dim=1)
+    flair_like, t1_like = sources[:, 1:], sources[:, :1]
+    bright = FidelityLoss(dims, contrast=1.0, contrast_level=1, contrast_target="bright")
+    magnitude = FidelityLoss(dims, contrast=1.0, contrast_level=1, contrast_target="magnitude")
+    assert float(bright(flair_like, sources)["contrast"]) < float(bright(t1_like, sources)["contrast"])
+    assert float(magnitude(t1_like, sources)["contrast"]) < float(magnitude(flair_like, sources)["contrast"])
+
+
+def test_contrast_target_validated() -> None:
+    with pytest.raises(ValueError, match="contrast_target"):
+        FidelityLoss(2, contrast_target="dark")
+    with pytest.raises(ValueError, match="contrast_target"):
+        ISFLLossWeights(contrast_target="dark")

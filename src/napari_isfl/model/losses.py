@@ -36,6 +36,7 @@ __all__ = [
 
 NECESSITY_MODES = ("reward", "penalize", "off")
 INTENSITY_TARGETS = ("mean", "max_anatomical", "max")
+CONTRAST_TARGETS = ("magnitude", "bright")
 
 
 def _check_intensity_target(target: str) -> None:
@@ -46,6 +47,11 @@ def _check_intensity_target(target: str) -> None:
 def _check_contrast_level(level: int) -> None:
     if not isinstance(level, int) or isinstance(level, bool) or level < 1:
         raise ValueError(f"contrast_level must be an integer >= 1, got {level!r}")
+
+
+def _check_contrast_target(target: str) -> None:
+    if target not in CONTRAST_TARGETS:
+        raise ValueError(f"contrast_target must be one of {', '.join(CONTRAST_TARGETS)}, got {target!r}")
 
 
 def _check_gradient_levels(levels: int) -> None:
@@ -107,6 +113,7 @@ class FidelityLoss(nn.Module):
         gradient_levels: pyramid levels of the gradient term (1: full resolution only).
         contrast: weight of the regional-contrast term (>= 0; 0 switches it off).
         contrast_level: the pyramid level it works at (>= 1; level k has 1/2**k the resolution).
+        contrast_target: ``"magnitude"`` or ``"bright"`` (:func:`regional_contrast_loss`).
         ssim_window: SSIM window size (MONAI's gaussian kernel).
         intensity_target: ``"mean"``, ``"max_anatomical"`` or ``"max"`` (see above).
 
@@ -132,13 +139,16 @@ class FidelityLoss(nn.Module):
         gradient_levels: int = 1,
         contrast: float = 0.0,
         contrast_level: int = 2,
+        contrast_target: str = "magnitude",
     ) -> None:
         super().__init__()
         if min(intensity, gradient, ssim, functional, functional_sigma, contrast) < 0:
             raise ValueError("fidelity term weights must be >= 0")
         _check_gradient_levels(gradient_levels)
         _check_contrast_level(contrast_level)
+        _check_contrast_target(contrast_target)
         self.contrast_level = contrast_level
+        self.contrast_target = contrast_target
         _check_intensity_target(intensity_target)
         self.intensity_target = intensity_target
         self.functional_sigma = functional_sigma
@@ -179,7 +189,7 @@ class FidelityLoss(nn.Module):
             fused, sources, functional, sigma=self.functional_sigma
         )
         terms["contrast"] = (
-            regional_contrast_loss(fused, sources, self.contrast_level)
+            regional_contrast_loss(fused, sources, self.contrast_level, target=self.contrast_target)
             if self.weights["contrast"] > 0
             else fused.new_zeros(())
         )
@@ -224,23 +234,29 @@ class FidelityLoss(nn.Module):
 
 
 def regional_contrast_loss(
-    fused: torch.Tensor, sources: torch.Tensor, level: int = 2, foreground_threshold: float = 0.05
+    fused: torch.Tensor,
+    sources: torch.Tensor,
+    level: int = 2,
+    foreground_threshold: float = 0.05,
+    target: str = "magnitude",
 ) -> torch.Tensor:
     """L1 between the fusion's regional deviations and the most salient source's, at a pyramid level.
 
     At level ``level`` of the Gaussian pyramid (fewer levels while an axis would fall below 2 voxels),
-    each image's deviation from its own mean over the interior of the crop's foreground (voxels where
+    each image's deviation from its own median over the interior of the crop's foreground (voxels where
     any source exceeds ``foreground_threshold``, as in :func:`functional_correlation_loss`, and whose
-    pyramid blur reaches no background) is taken; the target
-    per voxel is the source deviation of largest magnitude. A blend can only meet it by giving that
-    source the weight there *and* keeping the rest of the fusion as dark or bright as that source's
-    normal tissue, which is what a lesion's visible contrast needs.
+    pyramid blur reaches no background) is taken; the target per voxel is the source deviation of
+    largest magnitude (``target="magnitude"``) or the largest one (``"bright"``: the brightest anomaly
+    of any source, so a lesion bright on FLAIR and dark on T1 is kept bright). A blend can only meet it
+    by giving that source the weight there *and* keeping the rest of the fusion as dark or bright as
+    that source's normal tissue, which is what a lesion's visible contrast needs.
 
     Args:
         fused: ``(B, 1, *S)``.
         sources: ``(B, N, *S)`` on the [0, 1] scale.
         level: pyramid level (>= 1).
         foreground_threshold: foreground threshold on the sources.
+        target: ``"magnitude"`` or ``"bright"`` (see above).
 
     Example:
         >>> images = torch.zeros(1, 2, 32, 32, 32)
@@ -251,6 +267,7 @@ def regional_contrast_loss(
         True
     """
     _check_contrast_level(level)
+    _check_contrast_target(target)
     # the foreground's interior: voxels whose blur footprint at every level lies inside the foreground,
     # so the brain's edge (where the brighter source falls off furthest) is not taken for a lesion
     foreground = (sources > foreground_threshold).any(dim=1, keepdim=True).to(sources.dtype)
@@ -261,14 +278,22 @@ def regional_contrast_loss(
         foreground = (downsample(foreground) > 0.999).to(sources.dtype)
     dims = tuple(range(2, sources.ndim))
     count = foreground.sum(dim=dims, keepdim=True).clamp(min=1.0)
+    inside = foreground[:, 0] > 0
 
     def deviation(images: torch.Tensor) -> torch.Tensor:
-        mean = (images * foreground).sum(dim=dims, keepdim=True) / count
-        return (images - mean) * foreground
+        # from the median of the foreground's interior: the normal tissue, which a lesion does not move
+        reference = torch.stack(
+            [
+                image[:, mask].median(dim=1).values if mask.any() else image.new_zeros(image.shape[0])
+                for image, mask in zip(images, inside, strict=True)
+            ]
+        )
+        return (images - reference.view(*reference.shape, *[1] * len(dims))) * foreground
 
     source_dev = deviation(sources)
-    target = source_dev.gather(1, source_dev.abs().argmax(dim=1, keepdim=True))
-    error = (deviation(fused) - target).abs()
+    salience = source_dev.abs() if target == "magnitude" else source_dev
+    wanted = source_dev.gather(1, salience.argmax(dim=1, keepdim=True))
+    error = (deviation(fused) - wanted).abs()
     return (error.sum(dim=dims) / count.flatten(1)).mean()
 
 
@@ -389,6 +414,7 @@ class ISFLLossWeights:
     gradient_levels: int = 1
     contrast: float = 0.0
     contrast_level: int = 2
+    contrast_target: str = "magnitude"
 
     def __post_init__(self) -> None:
         if self.necessity_mode not in NECESSITY_MODES:
@@ -396,8 +422,9 @@ class ISFLLossWeights:
         _check_intensity_target(self.intensity_target)
         _check_gradient_levels(self.gradient_levels)
         _check_contrast_level(self.contrast_level)
+        _check_contrast_target(self.contrast_target)
         for name, value in asdict(self).items():
-            if name not in ("necessity_mode", "intensity_target") and value < 0:
+            if name not in ("necessity_mode", "intensity_target", "contrast_target") and value < 0:
                 raise ValueError(f"loss weight {name} must be >= 0, got {value}")
 
     def to_dict(self) -> dict:
@@ -428,6 +455,7 @@ class ISFLLoss(nn.Module):
             gradient_levels=w.gradient_levels,
             contrast=w.contrast,
             contrast_level=w.contrast_level,
+            contrast_target=w.contrast_target,
         )
 
     def forward(
