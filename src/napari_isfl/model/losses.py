@@ -86,11 +86,11 @@ class FidelityLoss(nn.Module):
     correlation that ``isfl evaluate`` reports as ``corr_functional``. Without it a weight-map fusion
     learns to take the bright anatomy wherever it is brighter, which hides hypo-uptake (ABLATION.md,
     "2D output head"). ``contrast * L_con`` (off by default) asks for regional contrast at level
-    ``contrast_level`` of the Gaussian pyramid: every source's deviation from its own foreground mean in
-    the crop, the one of largest magnitude per voxel, is the target of the fusion's deviation from its own
-    mean (L1 inside the foreground; :func:`regional_contrast_loss`). A lesion that one source shows and the
-    other does not (FLAIR oedema where T1c is dark) is then asked to stand out from the fusion's normal
-    tissue as far as it does in that source. ``L_int`` depends on ``intensity_target``:
+    ``contrast_level`` of the Gaussian pyramid: every source's deviation from its own normal tissue (the
+    median of the crop's foreground interior), per voxel the most salient one (``contrast_target``), is
+    the target of the fusion's deviation from its own (:func:`regional_contrast_loss`). A lesion that one
+    source shows and the other does not (FLAIR oedema where T1c is dark) is then asked to stand out from
+    the fusion's normal tissue as far as it does in that source. ``L_int`` depends on ``intensity_target``:
 
     * ``"mean"`` (METHOD.md): ``mean_i L1(y, x_i)``, which pulls toward the sources' mean.
     * ``"max_anatomical"``: the anatomical sources (MRI, CT) are merged by their voxel-wise maximum
