@@ -19,7 +19,7 @@ from napari_isfl.cases import LoadedCase, cases_from_folder
 from napari_isfl.model.checkpoint import load_model
 from napari_isfl.training.config import OptimConfig, load_config
 from napari_isfl.training.dataset import CropDataset
-from napari_isfl.training.trainer import read_log, train
+from napari_isfl.training.trainer import _portable, read_log, train
 
 
 def _phantom_pair(seed: int, size: int = 40) -> tuple[np.ndarray, np.ndarray]:
@@ -115,6 +115,7 @@ def test_a_few_steps_reduce_the_loss_and_write_a_usable_model(harvard_like: Path
     meta = loaded.meta
     assert meta["training"]["steps"] == 24 and len(meta["data_hash"]) == 16
     assert meta["training"]["config"]["model"]["features"] == [4, 8, 8]
+    assert not Path(meta["training"]["config"]["data"]["root"]).is_absolute()
     assert (out / "val.csv").exists() and (out / "loss.png").exists() and (out / "config.yaml").exists()
 
 
@@ -370,3 +371,29 @@ def test_a_log_appended_by_a_newer_version_keeps_its_columns(tmp_path: Path) -> 
     rows = read_log(log)
     assert list(rows[0]) == ["step", "loss", "ssim"]
     assert rows[1] == {"step": "20", "loss": "0.9", "ssim": "0.4"}
+
+
+def test_checkpoints_record_data_paths_relative_to_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shared checkpoint should not carry the trainer's absolute folder names; config.yaml (for resume)
+    keeps them."""
+    monkeypatch.chdir(tmp_path / "..")
+    config = {
+        "model": {"spatial_dims": 2},
+        "data": {
+            "root": str(tmp_path / "data"),
+            "train": [{"type": "csv", "path": str(tmp_path / "lists" / "train.csv")}],
+            "val": [{"type": "folder", "path": "harvard/dev"}],
+            "crop_size": [64, 64],
+        },
+    }
+    portable = _portable(config)
+    assert portable["data"]["root"] == str(Path(tmp_path.name) / "data")
+    assert portable["data"]["train"][0] == {
+        "type": "csv",
+        "path": str(Path(tmp_path.name) / "lists" / "train.csv"),
+    }
+    assert portable["data"]["val"][0]["path"] == "harvard/dev"
+    assert portable["data"]["crop_size"] == [64, 64] and portable["model"] == config["model"]
+    assert config["data"]["root"] == str(tmp_path / "data")  # the run's own config is untouched

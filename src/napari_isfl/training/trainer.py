@@ -111,6 +111,24 @@ def _initialise_from(network: ISFLNet, checkpoint: str) -> list[str]:
     return fresh
 
 
+def _portable(config: dict) -> dict:
+    """The config as a checkpoint records it: data paths relative to the working directory, so a shared
+    checkpoint does not carry the trainer's absolute folder names (``config.yaml`` keeps them for resume)."""
+
+    def relative(path: str) -> str:
+        try:
+            return os.path.relpath(path)
+        except ValueError:  # another drive (Windows): keep the name only
+            return Path(path).name
+
+    data = config["data"]
+    sources = {
+        split: [s | {"path": relative(s["path"])} if "path" in s else s for s in data[split]]
+        for split in ("train", "val")
+    }
+    return config | {"data": data | {"root": relative(data["root"])} | sources}
+
+
 def _load_cases(sources: list, config: TrainingConfig) -> tuple[list[LoadedCase], list]:
     cases = cases_from_sources(sources, config.data.root) if sources else []
     return [load_case(c) for c in cases], cases
@@ -339,7 +357,7 @@ def train(
         (out_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     hash_of_data = data_hash(train_defs) if is_main else ""
     training_meta = {
-        "config": config.to_dict(),
+        "config": _portable(config.to_dict()),
         "world_size": world,
         "device": str(device),
         "interventions": config.to_dict()["interventions"],
