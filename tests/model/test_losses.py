@@ -382,12 +382,13 @@ def test_gradient_levels_stop_before_the_image_is_too_small(dims: int, size: tup
     assert torch.isfinite(value) and torch.isfinite(sources.grad).all()
 
 
-@pytest.mark.parametrize("levels", [0, -1, 1.5, True])
-def test_gradient_levels_validated(levels: object) -> None:
-    with pytest.raises(ValueError, match="gradient_levels"):
-        FidelityLoss(2, gradient_levels=levels)
-    with pytest.raises(ValueError, match="gradient_levels"):
-        ISFLLossWeights(gradient_levels=levels)
+@pytest.mark.parametrize("option", ["gradient_levels", "contrast_level"])
+@pytest.mark.parametrize("level", [0, -1, 1.5, True])
+def test_pyramid_level_options_validated(option: str, level: object) -> None:
+    with pytest.raises(ValueError, match=option):
+        FidelityLoss(2, **{option: level})
+    with pytest.raises(ValueError, match=option):
+        ISFLLossWeights(**{option: level})
 
 
 def _lesion_pair(size: tuple) -> torch.Tensor:
@@ -438,12 +439,7 @@ def test_regional_contrast_off_by_default() -> None:
     assert float(with_term["fidelity"]) > float(terms["fidelity"])
 
 
-@pytest.mark.parametrize("level", [0, -1, 1.5, True])
-def test_contrast_level_validated(level: object) -> None:
-    with pytest.raises(ValueError, match="contrast_level"):
-        FidelityLoss(2, contrast_level=level)
-    with pytest.raises(ValueError, match="contrast_level"):
-        ISFLLossWeights(contrast_level=level)
+def test_contrast_weight_validated() -> None:
     with pytest.raises(ValueError, match="contrast"):
         ISFLLossWeights(contrast=-1.0)
 

@@ -44,19 +44,15 @@ def _check_intensity_target(target: str) -> None:
         raise ValueError(f"intensity_target must be one of {', '.join(INTENSITY_TARGETS)}, got {target!r}")
 
 
-def _check_contrast_level(level: int) -> None:
-    if not isinstance(level, int) or isinstance(level, bool) or level < 1:
-        raise ValueError(f"contrast_level must be an integer >= 1, got {level!r}")
-
-
 def _check_contrast_target(target: str) -> None:
     if target not in CONTRAST_TARGETS:
         raise ValueError(f"contrast_target must be one of {', '.join(CONTRAST_TARGETS)}, got {target!r}")
 
 
-def _check_gradient_levels(levels: int) -> None:
-    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
-        raise ValueError(f"gradient_levels must be an integer >= 1, got {levels!r}")
+def _check_level(name: str, value: int) -> None:
+    """A pyramid level count or index: an integer >= 1 (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
 def laplacian(image: torch.Tensor) -> torch.Tensor:
@@ -144,8 +140,8 @@ class FidelityLoss(nn.Module):
         super().__init__()
         if min(intensity, gradient, ssim, functional, functional_sigma, contrast) < 0:
             raise ValueError("fidelity term weights must be >= 0")
-        _check_gradient_levels(gradient_levels)
-        _check_contrast_level(contrast_level)
+        _check_level("gradient_levels", gradient_levels)
+        _check_level("contrast_level", contrast_level)
         _check_contrast_target(contrast_target)
         self.contrast_level = contrast_level
         self.contrast_target = contrast_target
@@ -266,7 +262,7 @@ def regional_contrast_loss(
         >>> bool(with_lesion < regional_contrast_loss(images[:, :1], images))
         True
     """
-    _check_contrast_level(level)
+    _check_level("contrast_level", level)
     _check_contrast_target(target)
     # the foreground's interior: voxels whose blur footprint at every level lies inside the foreground,
     # so the brain's edge (where the brighter source falls off furthest) is not taken for a lesion
@@ -420,8 +416,8 @@ class ISFLLossWeights:
         if self.necessity_mode not in NECESSITY_MODES:
             raise ValueError(f"necessity_mode must be one of {NECESSITY_MODES}, got {self.necessity_mode!r}")
         _check_intensity_target(self.intensity_target)
-        _check_gradient_levels(self.gradient_levels)
-        _check_contrast_level(self.contrast_level)
+        _check_level("gradient_levels", self.gradient_levels)
+        _check_level("contrast_level", self.contrast_level)
         _check_contrast_target(self.contrast_target)
         for name, value in asdict(self).items():
             if name not in ("necessity_mode", "intensity_target", "contrast_target") and value < 0:
