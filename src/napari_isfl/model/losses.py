@@ -21,6 +21,7 @@ from monai.losses import SSIMLoss
 from monai.networks.layers import GaussianFilter
 from torch import nn
 
+from . import metric_losses
 from .pyramid import downsample
 
 __all__ = [
@@ -86,7 +87,12 @@ class FidelityLoss(nn.Module):
     median of the crop's foreground interior), per voxel the most salient one (``contrast_target``), is
     the target of the fusion's deviation from its own (:func:`regional_contrast_loss`). A lesion that one
     source shows and the other does not (FLAIR oedema where T1c is dark) is then asked to stand out from
-    the fusion's normal tissue as far as it does in that source. ``L_int`` depends on ``intensity_target``:
+    the fusion's normal tissue as far as it does in that source. ``vif``, ``qabf`` and ``scd`` (off by
+    default) ask for the quality metrics themselves, through their differentiable versions in
+    :mod:`.metric_losses`: ``1 - VIF / N`` (VIF summed over the N sources), ``1 - Qabf`` and
+    ``1 - SCD / N``, near 0 for a fusion that keeps everything (the sum of the sources has SCD N), so the
+    fusion keeps each source's information and edges as ``isfl evaluate`` measures them (ABLATION.md,
+    "Metric terms (2D)"). ``L_int`` depends on ``intensity_target``:
 
     * ``"mean"`` (METHOD.md): ``mean_i L1(y, x_i)``, which pulls toward the sources' mean.
     * ``"max_anatomical"``: the anatomical sources (MRI, CT) are merged by their voxel-wise maximum
@@ -110,6 +116,7 @@ class FidelityLoss(nn.Module):
         contrast: weight of the regional-contrast term (>= 0; 0 switches it off).
         contrast_level: the pyramid level it works at (>= 1; level k has 1/2**k the resolution).
         contrast_target: ``"magnitude"`` or ``"bright"`` (:func:`regional_contrast_loss`).
+        vif, qabf, scd: weights of the metric terms (>= 0; 0 switches a term off).
         ssim_window: SSIM window size (MONAI's gaussian kernel).
         intensity_target: ``"mean"``, ``"max_anatomical"`` or ``"max"`` (see above).
 
@@ -136,9 +143,12 @@ class FidelityLoss(nn.Module):
         contrast: float = 0.0,
         contrast_level: int = 2,
         contrast_target: str = "magnitude",
+        vif: float = 0.0,
+        qabf: float = 0.0,
+        scd: float = 0.0,
     ) -> None:
         super().__init__()
-        if min(intensity, gradient, ssim, functional, functional_sigma, contrast) < 0:
+        if min(intensity, gradient, ssim, functional, functional_sigma, contrast, vif, qabf, scd) < 0:
             raise ValueError("fidelity term weights must be >= 0")
         _check_level("gradient_levels", gradient_levels)
         _check_level("contrast_level", contrast_level)
@@ -155,6 +165,9 @@ class FidelityLoss(nn.Module):
             "ssim": ssim,
             "functional": functional,
             "contrast": contrast,
+            "vif": vif,
+            "qabf": qabf,
+            "scd": scd,
         }
         self.ssim = SSIMLoss(spatial_dims, data_range=1.0, win_size=ssim_window, kernel_sigma=1.5)
 
@@ -189,7 +202,26 @@ class FidelityLoss(nn.Module):
             if self.weights["contrast"] > 0
             else fused.new_zeros(())
         )
+        terms.update(self._metric_terms(fused, sources))
         terms["fidelity"] = sum(self.weights[k] * terms[k] for k in self.weights)
+        return terms
+
+    def _metric_terms(self, fused: torch.Tensor, sources: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``1 - VIF / N``, ``1 - Qabf`` and ``1 - SCD / N`` on the metrics' 0..255 scale; zero (and not
+        computed) when weighted 0."""
+        zero = fused.new_zeros(())
+        if not any(self.weights[k] > 0 for k in ("vif", "qabf", "scd")):
+            return {"vif": zero, "qabf": zero, "scd": zero}
+        fused = fused.float() * 255.0
+        separate = [source.unsqueeze(1).float() * 255.0 for source in sources.unbind(dim=1)]
+        count = len(separate)
+        terms = {"vif": zero, "qabf": zero, "scd": zero}
+        if self.weights["vif"] > 0:
+            terms["vif"] = 1.0 - sum(metric_losses.vif(fused, source) for source in separate).mean() / count
+        if self.weights["qabf"] > 0:
+            terms["qabf"] = 1.0 - metric_losses.qabf(fused, separate).mean()
+        if self.weights["scd"] > 0 and count > 1:
+            terms["scd"] = 1.0 - metric_losses.scd(fused, separate).mean() / count
         return terms
 
     def _gradient(self, fused: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
@@ -411,6 +443,9 @@ class ISFLLossWeights:
     contrast: float = 0.0
     contrast_level: int = 2
     contrast_target: str = "magnitude"
+    vif: float = 0.0
+    qabf: float = 0.0
+    scd: float = 0.0
 
     def __post_init__(self) -> None:
         if self.necessity_mode not in NECESSITY_MODES:
@@ -452,6 +487,9 @@ class ISFLLoss(nn.Module):
             contrast=w.contrast,
             contrast_level=w.contrast_level,
             contrast_target=w.contrast_target,
+            vif=w.vif,
+            qabf=w.qabf,
+            scd=w.scd,
         )
 
     def forward(

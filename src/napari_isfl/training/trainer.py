@@ -43,14 +43,10 @@ from .step import Interventions, training_step
 
 __all__ = ["train", "validate"]
 
+FIDELITY_TERMS = ("fidelity", "intensity", "gradient", "ssim", "functional", "contrast", "vif", "qabf", "scd")
 LOG_TERMS = (
     "loss",
-    "fidelity",
-    "intensity",
-    "gradient",
-    "ssim",
-    "functional",
-    "contrast",
+    *FIDELITY_TERMS,
     "invariance",
     "consistency",
     "gate_reg",
@@ -189,7 +185,7 @@ def validate(
         fused = _validation_fusion(network, images, case.modalities, window, crop_size, device, amp)
         functional = torch.tensor([[m in FUNCTIONAL_MODALITIES for m in case.modalities]], device=device)
         terms = criterion.fidelity(fused.float(), images.float(), functional)
-        for key in ("fidelity", "intensity", "gradient", "ssim", "functional", "contrast"):
+        for key in FIDELITY_TERMS:
             sums[key] = sums.get(key, 0.0) + float(terms[key])
     network.train(was_training)
     return {f"val_{k}": v / max(1, len(cases)) for k, v in sums.items()}
