@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import cached_property
 from pathlib import Path
 
@@ -56,6 +56,19 @@ class CaseBands:
     @cached_property
     def gff(self) -> np.ndarray:
         return fuse_baseline("gff", self.sources)
+
+
+def task_cases(data: str, task: str, limit: int = 0) -> Iterator[tuple[str, np.ndarray, list[str], int]]:
+    """Each case of ``task`` under ``data``: its name, normalised ``(2, H, W)`` sources (as ``isfl
+    evaluate`` normalises them), their modalities and the index of the non-MRI source."""
+    cases = [c for c in load_cases(data) if c.name.startswith(task + "/")]
+    for case in cases[:limit] if limit else cases:
+        arrays = [read_image(p).array for p in case.images]
+        normalised = np.stack(
+            [normalize_intensity(a, m)[0] for a, m in zip(arrays, case.modalities, strict=True)]
+        )
+        modalities = list(case.modalities)
+        yield case.name, normalised, modalities, next(i for i, m in enumerate(modalities) if m != "mri")
 
 
 def blends(second: int) -> dict[str, Callable[[CaseBands], np.ndarray]]:
@@ -218,31 +231,25 @@ def main() -> None:
             ]
         plot(summary, args.reference, args.task, args.output / "frontier.png")
         return
-    cases = [c for c in load_cases(args.data) if c.name.startswith(args.task + "/")]
-    if args.limit:
-        cases = cases[: args.limit]
     args.output.mkdir(parents=True, exist_ok=True)
     rows = []
-    for number, case in enumerate(cases, 1):
-        arrays = [read_image(p).array for p in case.images]
-        normalised = np.stack(
-            [normalize_intensity(a, m)[0] for a, m in zip(arrays, case.modalities, strict=True)]
-        )
-        second = next(i for i, m in enumerate(case.modalities) if m != "mri")
+    for number, (case_name, normalised, modalities, second) in enumerate(
+        task_cases(args.data, args.task, args.limit), 1
+    ):
         sources = [to_uint8_scale(s) for s in normalised]
-        functional = case.modalities[second] in FUNCTIONAL_MODALITIES
+        functional = modalities[second] in FUNCTIONAL_MODALITIES
         bands = CaseBands(normalised)
         for name, rule in blends(second).items():
             if not name.startswith(args.rules):
                 continue
             scored = to_uint8_scale(np.clip(rule(bands), 0, 1))
-            row = {"case": case.name, "rule": name} | fusion_metrics(scored, sources, names=KEYS[:4])
+            row = {"case": case_name, "rule": name} | fusion_metrics(scored, sources, names=KEYS[:4])
             if functional:
                 row["corr_functional"] = functional_fidelity(scored, sources[second], sources[1 - second])[
                     "corr_functional"
                 ]
             rows.append(row)
-        print(f"\r{number}/{len(cases)}", end="", flush=True)
+        print(f"\r{number}", end="", flush=True)
     print()
     with open(args.output / "per_case.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
