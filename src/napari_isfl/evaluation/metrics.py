@@ -37,6 +37,8 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage
 
+from ..metric_definitions import QABF_ORIENTATION, QABF_STRENGTH, SOBEL_FACTORS, vif_kernel
+
 __all__ = [
     "average_gradient",
     "correlation_coefficient",
@@ -54,8 +56,8 @@ __all__ = [
 ]
 
 # Xydeas-Petrovic sigmoid constants, as in the MATLAB toolbox and the CDDFuse evaluator.
-_QABF_TG, _QABF_KG, _QABF_DG = 0.9994, -15.0, 0.5
-_QABF_TA, _QABF_KA, _QABF_DA = 0.9879, -22.0, 0.8
+_QABF_TG, _QABF_KG, _QABF_DG = QABF_STRENGTH
+_QABF_TA, _QABF_KA, _QABF_DA = QABF_ORIENTATION
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -419,14 +421,6 @@ def structural_similarity(
 # --------------------------------------------------------------------------------------------------------
 
 
-def _vif_kernel(size: int) -> np.ndarray:
-    """1D factor of MATLAB's ``fspecial('gaussian', size, size / 5)`` (the 2D kernel is its outer product)."""
-    sigma = size / 5.0
-    coordinates = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
-    kernel = np.exp(-(coordinates**2) / (2.0 * sigma**2))
-    return kernel / kernel.sum()
-
-
 def _filter_valid(array: np.ndarray, kernel: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
     """Separable filtering keeping only the 'valid' part (no border effects) along ``axes``."""
     radius = len(kernel) // 2
@@ -455,7 +449,7 @@ def _vifp_sums(
     subsample = tuple(slice(None, None, 2) if axis in axes else slice(None) for axis in range(reference.ndim))
     for scale in range(4):
         taps = 2 ** (4 - scale) + 1
-        kernel = _vif_kernel(taps)
+        kernel = vif_kernel(taps)
         if scale > 0:
             if any(reference.shape[axis] < taps for axis in axes):
                 break
@@ -546,8 +540,8 @@ def _sobel_2d(image: np.ndarray, row_axis: int, column_axis: int) -> tuple[np.nd
         rows = ndimage.convolve1d(image, row_kernel, axis=row_axis, mode="constant")
         return ndimage.convolve1d(rows, column_kernel, axis=column_axis, mode="constant")
 
-    horizontal = separable([1.0, 2.0, 1.0], [-1.0, 0.0, 1.0])
-    vertical = separable([1.0, 0.0, -1.0], [1.0, 2.0, 1.0])
+    horizontal = separable(*SOBEL_FACTORS["horizontal"])
+    vertical = separable(*SOBEL_FACTORS["vertical"])
     return horizontal, vertical
 
 

@@ -30,16 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..evaluation.metrics import (
-    _QABF_DA,
-    _QABF_DG,
-    _QABF_KA,
-    _QABF_KG,
-    _QABF_TA,
-    _QABF_TG,
-    _sobel_2d,
-    _vif_kernel,
-)
+from ..metric_definitions import QABF_ORIENTATION, QABF_STRENGTH, SOBEL_FACTORS, vif_kernel
 
 __all__ = ["qabf", "scd", "ssim", "vif"]
 
@@ -84,7 +75,7 @@ def _vifp_sums(reference: torch.Tensor, distorted: torch.Tensor, sigma_n_sq: flo
     denominator = reference.new_zeros(reference.shape[0])
     for scale in range(4):
         taps = 2 ** (4 - scale) + 1
-        kernel = _vif_kernel(taps)
+        kernel = vif_kernel(taps)
         if scale > 0:
             if min(reference.shape[2:]) < taps:
                 break
@@ -121,11 +112,13 @@ def vif(fused: torch.Tensor, source: torch.Tensor, sigma_n_sq: float = 2.0) -> t
 
 
 def _sobel_kernels() -> list[torch.Tensor]:
-    """The evaluation's two Sobel responses as ``conv2d`` kernels: its impulse responses flipped
-    (conv2d correlates), so the two cannot drift apart."""
-    delta = np.zeros((5, 5))
-    delta[2, 2] = 1.0
-    return [torch.as_tensor(r[1:4, 1:4][::-1, ::-1].copy()).view(1, 1, 3, 3) for r in _sobel_2d(delta, 0, 1)]
+    """The evaluation's two separable Sobel convolutions as ``conv2d`` kernels (``conv2d`` correlates, so
+    the outer product of the factors is flipped)."""
+    kernels = []
+    for row, column in SOBEL_FACTORS.values():
+        kernel = np.outer(row, column)[::-1, ::-1].copy()
+        kernels.append(torch.as_tensor(kernel).view(1, 1, 3, 3))
+    return kernels
 
 
 _SOBEL = _sobel_kernels()
@@ -141,6 +134,11 @@ def _strength_angle(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return strength, angle
 
 
+def _sigmoid(values: torch.Tensor, constants: tuple[float, float, float]) -> torch.Tensor:
+    scale, slope, centre = constants
+    return scale / (1 + torch.exp(slope * (values - centre)))
+
+
 def qabf(fused: torch.Tensor, sources: Sequence[torch.Tensor]) -> torch.Tensor:
     """Qabf (Xydeas-Petrovic) of ``fused`` against all ``sources``, per image ``(B,)``: the edge strength
     and orientation of every source kept, weighted by its strength (:func:`~napari_isfl.evaluation.
@@ -152,9 +150,7 @@ def qabf(fused: torch.Tensor, sources: Sequence[torch.Tensor]) -> torch.Tensor:
         strength, angle = _strength_angle(_slices(source))
         preserved = torch.minimum(strength, fused_strength) / torch.maximum(strength, fused_strength)
         orientation = 1 - (angle - fused_angle).abs() / (math.pi / 2)
-        quality = (_QABF_TG / (1 + torch.exp(_QABF_KG * (preserved - _QABF_DG)))) * (
-            _QABF_TA / (1 + torch.exp(_QABF_KA * (orientation - _QABF_DA)))
-        )
+        quality = _sigmoid(preserved, QABF_STRENGTH) * _sigmoid(orientation, QABF_ORIENTATION)
         numerator = numerator + (quality * strength).flatten(1).sum(1)
         denominator = denominator + strength.flatten(1).sum(1)
     return _per_image(numerator, denominator, batch, _informative(sources))
