@@ -209,13 +209,12 @@ class FidelityLoss(nn.Module):
     def _metric_terms(self, fused: torch.Tensor, sources: torch.Tensor) -> dict[str, torch.Tensor]:
         """``1 - VIF / N``, ``1 - Qabf`` and ``1 - SCD / N`` on the metrics' 0..255 scale; zero (and not
         computed) when weighted 0."""
-        zero = fused.new_zeros(())
-        if not any(self.weights[k] > 0 for k in ("vif", "qabf", "scd")):
-            return {"vif": zero, "qabf": zero, "scd": zero}
+        terms = dict.fromkeys(("vif", "qabf", "scd"), fused.new_zeros(()))
+        if not any(self.weights[k] > 0 for k in terms):
+            return terms
         fused = fused.float() * 255.0
         separate = [source.unsqueeze(1).float() * 255.0 for source in sources.unbind(dim=1)]
         count = len(separate)
-        terms = {"vif": zero, "qabf": zero, "scd": zero}
         if self.weights["vif"] > 0:
             terms["vif"] = 1.0 - sum(metric_losses.vif(fused, source) for source in separate).mean() / count
         if self.weights["qabf"] > 0:
