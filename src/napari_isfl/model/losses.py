@@ -13,7 +13,8 @@ Necessity has two opposite readings of the paper, both available through ``neces
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import inspect
+from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -473,23 +474,10 @@ class ISFLLoss(nn.Module):
     def __init__(self, spatial_dims: int, weights: ISFLLossWeights | None = None) -> None:
         super().__init__()
         self.weights = weights or ISFLLossWeights()
-        w = self.weights
-        self.fidelity = FidelityLoss(
-            spatial_dims,
-            w.intensity,
-            w.gradient,
-            w.ssim,
-            intensity_target=w.intensity_target,
-            functional=w.functional,
-            functional_sigma=w.functional_sigma,
-            gradient_levels=w.gradient_levels,
-            contrast=w.contrast,
-            contrast_level=w.contrast_level,
-            contrast_target=w.contrast_target,
-            vif=w.vif,
-            qabf=w.qabf,
-            scd=w.scd,
-        )
+        # every weight the fidelity loss takes, by name: a new fidelity option needs no copy here
+        taken = inspect.signature(FidelityLoss).parameters.keys()
+        options = taken & {field.name for field in fields(ISFLLossWeights)}
+        self.fidelity = FidelityLoss(spatial_dims, **{name: getattr(self.weights, name) for name in options})
 
     def forward(
         self,
