@@ -71,6 +71,25 @@ def task_cases(data: str, task: str, limit: int = 0) -> Iterator[tuple[str, np.n
         yield case.name, normalised, modalities, next(i for i, m in enumerate(modalities) if m != "mri")
 
 
+def score(fused: np.ndarray, sources: list[np.ndarray], second: int, functional: bool) -> dict[str, float]:
+    """The bars' metrics of a [0, 1] fusion, scored as ``isfl evaluate`` scores it (8-bit ``sources``; the
+    functional correlation when the ``second`` source is PET/SPECT)."""
+    scored = to_uint8_scale(np.clip(fused, 0, 1))
+    row = fusion_metrics(scored, sources, names=KEYS[:4])
+    if functional:
+        row["corr_functional"] = functional_fidelity(scored, sources[second], sources[1 - second])[
+            "corr_functional"
+        ]
+    return row
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def blends(second: int) -> dict[str, Callable[[CaseBands], np.ndarray]]:
     """Named fusion rules of one case's :class:`CaseBands`; ``second`` is the index of the source whose
     share the weights give (the PET/SPECT or CT)."""
@@ -242,19 +261,10 @@ def main() -> None:
         for name, rule in blends(second).items():
             if not name.startswith(args.rules):
                 continue
-            scored = to_uint8_scale(np.clip(rule(bands), 0, 1))
-            row = {"case": case_name, "rule": name} | fusion_metrics(scored, sources, names=KEYS[:4])
-            if functional:
-                row["corr_functional"] = functional_fidelity(scored, sources[second], sources[1 - second])[
-                    "corr_functional"
-                ]
-            rows.append(row)
+            rows.append({"case": case_name, "rule": name} | score(rule(bands), sources, second, functional))
         print(f"\r{number}", end="", flush=True)
     print()
-    with open(args.output / "per_case.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows(args.output / "per_case.csv", rows)
     rules = list(dict.fromkeys(r["rule"] for r in rows))
     summary = [
         {"rule": rule}

@@ -19,25 +19,19 @@ The weights start from the shipped model's (``--init isfl-2d``) or from equal sh
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 
 import numpy as np
 import torch
-from blend_frontier import KEYS, task_cases
+from blend_frontier import KEYS, score, task_cases, write_rows
 from scipy import ndimage
 
 from napari_isfl.evaluation.metrics import to_uint8_scale
-from napari_isfl.evaluation.scores import functional_fidelity, fusion_metrics
 from napari_isfl.model import metric_losses, pyramid
 from napari_isfl.model.checkpoint import load_model
+from napari_isfl.normalization import FUNCTIONAL_MODALITIES
 
 LEVELS = 3
-
-
-def pearson(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
-    first, second = first - first.mean(), second - second.mean()
-    return (first * second).sum() / torch.sqrt((first**2).sum() * (second**2).sum() + 1e-12)
 
 
 def surrogate_metrics(
@@ -51,7 +45,8 @@ def surrogate_metrics(
         "SSIM": sum(metric_losses.ssim(fused, source)[0] for source in sources),
     }
     if functional is not None:
-        values["corr_functional"] = pearson(fused[mask], sources[functional][mask])
+        inside = fused[mask][None], sources[functional][mask][None]
+        values["corr_functional"] = metric_losses.pearson(*inside)[0]
     return values
 
 
@@ -85,7 +80,7 @@ def optimise(
     """The oracle fusion in [0, 1]: per-level weight logits maximising ``objective`` on this image."""
     images = torch.as_tensor(normalised, dtype=torch.float32)[None]
     sources = [images[:, i : i + 1] * 255 for i in range(2)]
-    functional = second if modalities[second] in ("pet", "spect") else None
+    functional = second if modalities[second] in FUNCTIONAL_MODALITIES else None
     mask = None
     if functional is not None:
         mask = torch.as_tensor(functional_mask(normalised[second], normalised[1 - second]))[None, None]
@@ -109,7 +104,7 @@ def main() -> None:
     )
     parser.add_argument("data", help="Harvard-style folder (TASK/MODALITY/NAME.png)")
     parser.add_argument("--task", default="SPECT-MRI")
-    parser.add_argument("--output", required=True, type=Path, help="folder for per_case.csv and summary.csv")
+    parser.add_argument("--output", required=True, type=Path, help="folder for per_case.csv")
     parser.add_argument(
         "--objective",
         default="VIF=1,Qabf=1,SSIM=1,SCD=1,corr_functional=1",
@@ -133,19 +128,11 @@ def main() -> None:
     ):
         fused = optimise(normalised, modalities, second, objective, args.init, args.steps, args.lr)
         sources = [to_uint8_scale(s) for s in normalised]
-        scored = to_uint8_scale(fused)
-        row = {"case": name} | fusion_metrics(scored, sources, names=KEYS[:4])
-        if modalities[second] in ("pet", "spect"):
-            row["corr_functional"] = functional_fidelity(scored, sources[second], sources[1 - second])[
-                "corr_functional"
-            ]
-        rows.append(row)
+        functional = modalities[second] in FUNCTIONAL_MODALITIES
+        rows.append({"case": name} | score(fused, sources, second, functional))
         print(f"\r{number + 1}", end="", flush=True)
     print()
-    with open(args.output / "per_case.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows(args.output / "per_case.csv", rows)
     means = {key: float(np.nanmean([r[key] for r in rows])) for key in rows[0] if key != "case"}
     print(
         args.task, args.objective, f"init {args.init}:", "  ".join(f"{k} {v:.3f}" for k, v in means.items())

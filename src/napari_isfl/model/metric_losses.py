@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from ..metric_definitions import QABF_ORIENTATION, QABF_STRENGTH, SOBEL_FACTORS, vif_kernel
 
-__all__ = ["qabf", "scd", "ssim", "vif"]
+__all__ = ["pearson", "qabf", "scd", "ssim", "vif"]
 
 _EPS = 1e-10
 
@@ -156,7 +156,7 @@ def qabf(fused: torch.Tensor, sources: Sequence[torch.Tensor]) -> torch.Tensor:
     return _per_image(numerator, denominator, batch, _informative(sources))
 
 
-def _pearson(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+def pearson(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
     """Pearson correlation per image of ``(B, ...)`` tensors."""
     first = first.flatten(1) - first.flatten(1).mean(dim=1, keepdim=True)
     second = second.flatten(1) - second.flatten(1).mean(dim=1, keepdim=True)
@@ -171,7 +171,7 @@ def scd(fused: torch.Tensor, sources: Sequence[torch.Tensor]) -> torch.Tensor:
         raise ValueError(f"SCD needs at least two sources, got {len(sources)}")
     total = torch.stack(list(sources)).sum(dim=0)
     count = len(sources)
-    return sum(_pearson(fused - (total - source) / (count - 1), source) for source in sources)
+    return sum(pearson(fused - (total - source) / (count - 1), source) for source in sources)
 
 
 def ssim(fused: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
