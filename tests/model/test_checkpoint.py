@@ -35,8 +35,9 @@ def _payload(path: Path) -> dict:
         {"spatial_dims": 2, "integrator": "mean"},
         {"spatial_dims": 3, "norm": None, "act": "relu"},
         {"spatial_dims": 2, "norm": "instance", "grid_size": 3},
+        {"spatial_dims": 3, "head": "pyramid", "saliency": True},
     ],
-    ids=["2d", "3d", "per-modality", "mean-integrator", "no-norm-relu", "instance-norm"],
+    ids=["2d", "3d", "per-modality", "mean-integrator", "no-norm-relu", "instance-norm", "pyramid-saliency"],
 )
 def test_round_trip(tmp_path: Path, kwargs: dict) -> None:
     """Every architecture option survives save/load: same constructor arguments, same weights, same
@@ -126,6 +127,13 @@ def test_state_dict_does_not_match(good: Path, change: str) -> None:
         state["extra.weight"] = state.pop(next(iter(state)))
     torch.save(payload, good)
     _refused(good, "weights do not match the ISFLNet it describes")
+
+
+def test_saliency_flag_must_be_a_boolean(good: Path) -> None:
+    payload = _payload(good)
+    payload["arch_args"]["saliency"] = "yes"
+    torch.save(payload, good)
+    _refused(good, "field arch_args.saliency must be true or false")
 
 
 def test_missing_architecture_and_newer_format(good: Path) -> None:

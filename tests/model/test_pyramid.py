@@ -100,6 +100,48 @@ def test_residual_is_bounded_and_needs_the_pyramid_head() -> None:
         ISFLNet(2, head="decoder")
 
 
+@pytest.mark.parametrize("shape", [(37, 50), (17, 22, 13)])
+def test_band_saliency_is_higher_where_a_source_has_the_stronger_detail(shape) -> None:
+    """One map per pyramid level at that level's size; at every level the source with the stronger
+    detail (here: the same texture, three times the amplitude) has the higher saliency almost
+    everywhere, and identical sources have identical saliency."""
+    texture = torch.rand(1, 1, *shape)
+    images = torch.cat([0.5 + 0.1 * (texture - 0.5), 0.5 + 0.3 * (texture - 0.5)], dim=1)
+    saliency = pyramid.band_saliency(images, 3)
+    bands = pyramid.laplacian_pyramid(images, 3)
+    assert [s.shape for s in saliency] == [b.shape for b in bands]
+    for level in saliency:
+        assert float((level[:, 1] > level[:, 0]).float().mean()) > 0.95
+    same = pyramid.band_saliency(images[:, :1].expand(1, 2, *shape), 3)
+    assert all(torch.equal(level[:, 0], level[:, 1]) for level in same)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_saliency_cue_starts_as_the_old_blend_and_can_prefer_detail(dims) -> None:
+    """``saliency=True`` adds zero-initialised filters only: with the other weights copied, the fusion
+    is the one without it. With a positive filter the finest level leans to the source with stronger
+    detail."""
+    plain = tiny_net(dims, head="pyramid")
+    with torch.no_grad():
+        for selector in plain.selectors:
+            selector.conv.weight.normal_(0, 0.1)
+    cued = tiny_net(dims, head="pyramid", saliency=True)
+    missing = cued.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert missing and all(key.startswith("saliency_filters.") for key in missing)
+    plain.eval(), cued.eval()
+    texture = torch.rand(1, 1, *SHAPES[dims])
+    images = torch.cat([0.5 + 0.05 * (texture - 0.5), 0.5 + 0.4 * (texture - 0.5)], dim=1)
+    with torch.no_grad():
+        torch.testing.assert_close(cued(images, ["mri", "ct"]), plain(images, ["mri", "ct"]))
+        for saliency_filter in cued.saliency_filters:
+            saliency_filter.conv.weight[(0, 0) + (1,) * dims] = 2.0  # centre tap: prefer the stronger band
+        finest = cued(images, ["mri", "ct"], return_maps=True)["weights"][0]
+    # inside the image (the padding to a multiple of 4 is an edge both sources share)
+    assert float(finest[(slice(None), 1) + tuple(slice(0, n) for n in SHAPES[dims])].mean()) > 0.85
+    with pytest.raises(ValueError, match="saliency"):
+        ISFLNet(dims, head="synthesis", saliency=True)
+
+
 def test_checkpoint_round_trip_keeps_the_head(tmp_path) -> None:
     net = tiny_net(3, head="pyramid", residual=0.02)
     loaded = load_model(save_checkpoint(tmp_path / "p.pt", net), 3)

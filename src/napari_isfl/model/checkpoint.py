@@ -52,6 +52,7 @@ _ARCH_KEYS = (
     "norm",
     "head",
     "residual",
+    "saliency",
 )
 
 
@@ -265,6 +266,8 @@ def _check_schema(path: Path, payload: dict) -> None:
     residual = args.get("residual", 0.0)
     if not isinstance(residual, (int, float)) or isinstance(residual, bool) or not 0.0 <= residual <= 1.0:
         raise _field_error(path, "arch_args.residual", f"must be a number in [0, 1], got {residual!r}")
+    if not isinstance(args.get("saliency", False), bool):
+        raise _field_error(path, "arch_args.saliency", f"must be true or false, got {args['saliency']!r}")
     normalization = payload.get("normalization") or {}
     if not isinstance(normalization, dict):
         raise _field_error(path, "normalization", f"must be a mapping, got {type(normalization).__name__}")

@@ -273,6 +273,10 @@ class ISFLNet(nn.Module):
             docstring).
         residual: with ``head="pyramid"``, the largest intensity a learned residual may add to the blend
             (``residual * tanh(...)``); 0 (default) for none.
+        saliency: with ``head="pyramid"``, every level's weight logits also get a learned 3x3 filter of
+            each source's band saliency there (:func:`.pyramid.band_saliency`, the log local energy of
+            its band), so the head can choose the source with the stronger detail at every scale.
+            Zero-initialised: a network fine-tuned into it starts from its old blend.
         norm: normalisation, batch norm by default (a per-channel affine map in evaluation mode, so
             it adds no dependence on the window; the pooled attention and the convolutions' zero
             padding still make sliding-window results differ slightly from a single pass).
@@ -310,6 +314,7 @@ class ISFLNet(nn.Module):
         norm: tuple | str | None = "batch",
         head: str = "synthesis",
         residual: float = 0.0,
+        saliency: bool = False,
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -333,6 +338,8 @@ class ISFLNet(nn.Module):
         residual = float(residual)
         if not 0.0 <= residual <= 1.0 or (residual > 0 and head != "pyramid"):
             raise ValueError(f"residual must lie in [0, 1] and needs head='pyramid', got {residual}")
+        if not isinstance(saliency, bool) or (saliency and head != "pyramid"):
+            raise ValueError(f"saliency must be a bool and True needs head='pyramid', got {saliency!r}")
         self.spatial_dims = spatial_dims
         self.modalities = modalities
         # the constructor arguments, so a checkpoint can rebuild exactly this network
@@ -347,6 +354,7 @@ class ISFLNet(nn.Module):
             "norm": norm,
             "head": head,
             "residual": residual,
+            "saliency": saliency,
         }
         self.features = features
         self.encoder_mode = encoder
@@ -394,6 +402,16 @@ class ISFLNet(nn.Module):
                 if residual > 0
                 else None
             )
+            self.saliency_filters = (
+                nn.ModuleList(
+                    Convolution(spatial_dims, 1, 1, kernel_size=3, conv_only=True) for _ in features
+                )
+                if saliency
+                else None
+            )
+            for saliency_filter in self.saliency_filters or ():
+                nn.init.zeros_(saliency_filter.conv.weight)
+                nn.init.zeros_(saliency_filter.conv.bias)
 
     def encode(self, images: torch.Tensor, modality: torch.Tensor) -> list[torch.Tensor]:
         """Features per scale, each ``(B, N, C_s, *spatial_s)``."""
@@ -496,6 +514,11 @@ class ISFLNet(nn.Module):
         if self.head_mode == "pyramid":
             logits = None
             weights: list[torch.Tensor] = []
+            saliency = (
+                pyramid.band_saliency(padded.float(), len(fused_scales))
+                if self.saliency_filters is not None
+                else None
+            )
             for level in reversed(range(len(fused_scales))):
                 own, integrated = per_scale[level], fused_scales[level]
                 joint = torch.cat([own, integrated.unsqueeze(1).expand_as(own)], dim=2)
@@ -503,6 +526,9 @@ class ISFLNet(nn.Module):
                 if logits is not None:  # coarse to fine: a scale refines the coarser scale's choice
                     level_logits = level_logits + pyramid.upsample(logits, level_logits.shape[2:])
                 logits = level_logits
+                if saliency is not None:  # this level's cue only; finer levels see their own
+                    cue = self.saliency_filters[level](saliency[level].flatten(0, 1).unsqueeze(1))
+                    level_logits = level_logits + cue[:, 0].unflatten(0, own.shape[:2]).to(level_logits.dtype)
                 weights.insert(0, torch.softmax(level_logits.float(), dim=1).to(level_logits.dtype))
             maps["weights"] = weights
             maps["residual"] = self.residual(fused_scales[0]) if self.residual is not None else None

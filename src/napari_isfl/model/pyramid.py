@@ -32,7 +32,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["blend", "collapse", "downsample", "laplacian_pyramid", "upsample"]
+__all__ = ["band_saliency", "blend", "collapse", "downsample", "laplacian_pyramid", "upsample"]
 
 _BINOMIAL = (1.0, 4.0, 6.0, 4.0, 1.0)
 
@@ -86,6 +86,20 @@ def collapse(bands: Sequence[torch.Tensor]) -> torch.Tensor:
     for band in reversed(bands[:-1]):
         image = band + upsample(image, band.shape[2:])
     return image
+
+
+def band_saliency(images: torch.Tensor, levels: int, eps: float = 1e-6) -> list[torch.Tensor]:
+    """Log local energy of every band of every source, ``log(blur(band ** 2) + eps)``, one
+    ``(B, N, *spatial_s)`` map per level of :func:`laplacian_pyramid` (finest first).
+
+    The coarsest band is the low-pass base, whose energy would be its brightness: there it is the energy
+    of the base minus its blur (its local contrast). Where a source has the stronger detail at a scale,
+    its saliency there is higher: the cue that classical rules (max-abs selection, GFF's saliency maps)
+    choose by, offered to the pyramid head as one more input.
+    """
+    bands = laplacian_pyramid(images, levels)
+    bands[-1] = bands[-1] - _blur(bands[-1])
+    return [torch.log(_blur(band * band) + eps) for band in bands]
 
 
 def blend(images: torch.Tensor, weights: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -58,6 +58,7 @@ class ModelConfig:
     norm: str = "batch"
     head: str = "synthesis"
     residual: float = 0.0
+    saliency: bool = False
 
     def __post_init__(self) -> None:
         if self.spatial_dims not in (2, 3):
