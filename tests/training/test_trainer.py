@@ -387,8 +387,11 @@ def test_checkpoints_record_data_paths_relative_to_the_working_directory(
             "val": [{"type": "folder", "path": "harvard/dev"}],
             "crop_size": [64, 64],
         },
+        "run": {"init": str(tmp_path / "runs" / "model.pt")},
     }
     portable = _portable(config)
+    assert portable["run"]["init"] == str(Path(tmp_path.name) / "runs" / "model.pt")
+    assert _portable(config | {"run": {"init": "isfl-2d"}})["run"]["init"] == "isfl-2d"
     assert portable["data"]["root"] == str(Path(tmp_path.name) / "data")
     assert portable["data"]["train"][0] == {
         "type": "csv",
@@ -397,3 +400,4 @@ def test_checkpoints_record_data_paths_relative_to_the_working_directory(
     assert portable["data"]["val"][0]["path"] == "harvard/dev"
     assert portable["data"]["crop_size"] == [64, 64] and portable["model"] == config["model"]
     assert config["data"]["root"] == str(tmp_path / "data")  # the run's own config is untouched
+    assert config["run"]["init"] == str(tmp_path / "runs" / "model.pt")

@@ -108,8 +108,9 @@ def _initialise_from(network: ISFLNet, checkpoint: str) -> list[str]:
 
 
 def _portable(config: dict) -> dict:
-    """The config as a checkpoint records it: data paths relative to the working directory, so a shared
-    checkpoint does not carry the trainer's absolute folder names (``config.yaml`` keeps them for resume)."""
+    """The config as a checkpoint records it: data paths and the ``run.init`` checkpoint (where it is a
+    file, not a shipped model's name) relative to the working directory, so a shared checkpoint does not
+    carry the trainer's absolute folder names (``config.yaml`` keeps them for resume)."""
 
     def relative(path: str) -> str:
         try:
@@ -122,7 +123,11 @@ def _portable(config: dict) -> dict:
         split: [s | {"path": relative(s["path"])} if "path" in s else s for s in data[split]]
         for split in ("train", "val")
     }
-    return config | {"data": data | {"root": relative(data["root"])} | sources}
+    portable = config | {"data": data | {"root": relative(data["root"])} | sources}
+    init = config.get("run", {}).get("init")
+    if init and Path(init).is_absolute():
+        portable["run"] = config["run"] | {"init": relative(init)}
+    return portable
 
 
 def _load_cases(sources: list, config: TrainingConfig) -> tuple[list[LoadedCase], list]:
