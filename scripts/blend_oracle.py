@@ -116,6 +116,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--limit", type=int, default=0, help="only the first N cases (0: all)")
+    parser.add_argument(
+        "--save-fused",
+        action="store_true",
+        help="also keep every oracle fusion as OUTPUT/fused/CASE.npy (float32 in [0, 1]), e.g. as targets",
+    )
     args = parser.parse_args()
     objective = {key: float(value) for key, value in (item.split("=") for item in args.objective.split(","))}
     if unknown := set(objective) - set(KEYS):
@@ -127,6 +132,9 @@ def main() -> None:
         task_cases(args.data, args.task, args.limit)
     ):
         fused = optimise(normalised, modalities, second, objective, args.init, args.steps, args.lr)
+        if args.save_fused:
+            (args.output / "fused").mkdir(exist_ok=True)
+            np.save(args.output / "fused" / f"{Path(name).stem}.npy", fused.astype(np.float32))
         sources = [to_uint8_scale(s) for s in normalised]
         functional = modalities[second] in FUNCTIONAL_MODALITIES
         rows.append({"case": name} | score(fused, sources, second, functional))
