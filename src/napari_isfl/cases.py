@@ -60,6 +60,8 @@ class LoadedCase:
     modalities: list[str]
     name: str
     normalization: list[dict] = field(default_factory=list)
+    #: a target fusion ``(*S)`` on the same grid (training's ``loss.distill``), or None
+    target: np.ndarray | None = None
 
 
 def _modality_of_folder(folder: str) -> str:
@@ -138,9 +140,13 @@ def cases_from_sources(sources: Sequence[dict], root: str | Path = ".") -> list[
 
 
 def load_case(
-    case: Case, normalization: dict[str, IntensitySpec] | None = None, crop_foreground: bool = True
+    case: Case,
+    normalization: dict[str, IntensitySpec] | None = None,
+    crop_foreground: bool = True,
+    target: np.ndarray | None = None,
 ) -> LoadedCase:
-    """Read, (optionally) resample, normalise and crop one case."""
+    """Read, (optionally) resample, normalise and crop one case; a ``target`` fusion on the first image's
+    grid is cropped with it."""
     data = [read_image(p) for p in case.images]
     if case.resample:
         data = [data[0]] + [resample_to_reference(d, data[0]) for d in data[1:]]
@@ -152,9 +158,24 @@ def load_case(
         arrays.append(array)
         infos.append(info)
     stack = np.stack(arrays)
+    if target is not None:
+        target = np.asarray(target, dtype=np.float32)
+        if target.shape != stack.shape[1:]:
+            raise ValueError(
+                f"case {case.name}: target fusion of shape {target.shape} does not match its images "
+                f"{stack.shape[1:]}; make the target on the first image's grid"
+            )
     if crop_foreground:
-        stack = stack[(slice(None), *foreground_box(stack))]
-    return LoadedCase(np.ascontiguousarray(stack), list(case.modalities), case.name, infos)
+        box = foreground_box(stack)
+        stack = stack[(slice(None), *box)]
+        target = None if target is None else target[box]
+    return LoadedCase(
+        np.ascontiguousarray(stack),
+        list(case.modalities),
+        case.name,
+        infos,
+        None if target is None else np.ascontiguousarray(target),
+    )
 
 
 def data_hash(cases: Sequence[Case]) -> str:

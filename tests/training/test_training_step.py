@@ -240,9 +240,9 @@ def test_functional_inputs_are_flagged_for_the_loss(dims: int) -> None:
     seen = []
 
     class Spy(ISFLLoss):
-        def forward(self, sources, clean, masked=None, dropped=None, functional=None):
+        def forward(self, sources, clean, masked=None, dropped=None, functional=None, targets=None):
             seen.append(functional)
-            return super().forward(sources, clean, masked, dropped, functional)
+            return super().forward(sources, clean, masked, dropped, functional, targets)
 
     criterion = Spy(dims, ISFLLossWeights(intensity_target="max_anatomical"))
     mixed = torch.tensor([net.modalities.index(t) for t in ("mri", "pet", "ct", "mri")]).view(2, 2)

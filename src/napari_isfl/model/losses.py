@@ -446,6 +446,8 @@ class ISFLLossWeights:
     vif: float = 0.0
     qabf: float = 0.0
     scd: float = 0.0
+    #: L1 of the clean fusion to a per-case target fusion (``data.targets``), where a sample has one
+    distill: float = 0.0
 
     def __post_init__(self) -> None:
         if self.necessity_mode not in NECESSITY_MODES:
@@ -486,6 +488,7 @@ class ISFLLoss(nn.Module):
         masked: dict | None = None,
         dropped: dict | None = None,
         functional: torch.Tensor | None = None,
+        targets: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Args:
             sources: ``(B, N, *S)`` clean inputs.
@@ -493,6 +496,7 @@ class ISFLLoss(nn.Module):
             masked: maps of the masking passes, each tensor stacked ``(P, B, ...)``; gates a list.
             dropped: ``fused`` of the dropout passes stacked ``(N, B, 1, *S)``.
             functional: ``(B, N)`` booleans, True for PET/SPECT inputs (see :class:`FidelityLoss`).
+            targets: ``(target fusions (B, 1, *S), has_target (B,))`` for the ``distill`` term, or None.
 
         Returns:
             every term (``loss`` is the weighted total, the others detached for logging).
@@ -501,7 +505,7 @@ class ISFLLoss(nn.Module):
         # differences cancel catastrophically in bfloat16, which made GPU training diverge
         with torch.autocast(sources.device.type, enabled=False):
             return self._forward(
-                sources.float(), _as_float(clean), _as_float(masked), _as_float(dropped), functional
+                sources.float(), _as_float(clean), _as_float(masked), _as_float(dropped), functional, targets
             )
 
     def _forward(
@@ -511,10 +515,15 @@ class ISFLLoss(nn.Module):
         masked: dict | None,
         dropped: dict | None,
         functional: torch.Tensor | None,
+        targets: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> dict:
         w = self.weights
         terms = self.fidelity(clean["fused"], sources, functional)
         total = w.fidelity * terms["fidelity"]
+        if targets is not None and w.distill > 0 and bool(targets[1].any()):
+            target, has_target = targets[0].float(), targets[1]
+            terms["distill"] = (clean["fused"][has_target] - target[has_target]).abs().mean()
+            total = total + w.distill * terms["distill"]
         if masked is not None and w.invariance > 0:
             inv = invariance_loss(
                 masked["fused"],

@@ -80,6 +80,10 @@ class DataConfig:
     augment: bool = True
     gamma_range: list[float] | None = None
     val_max_cases: int | None = 64
+    #: a folder of target fusions ``TASK/NAME.npy`` (float in [0, 1] on the case's full grid, as
+    #: ``scripts/blend_oracle.py --save-fused`` writes them) for the ``loss.distill`` term; cases
+    #: without a file train without it
+    targets: str | None = None
 
     def __post_init__(self) -> None:
         if not self.num_inputs or min(self.num_inputs) < 2:
@@ -231,11 +235,17 @@ def _load_yaml(text: str):
     return yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader subclass
 
 
+def _beside(config_path: Path, value: str) -> str:
+    """``value`` as an absolute path, a relative one taken from the config file's folder."""
+    target = Path(value).expanduser()
+    return str(target if target.is_absolute() else (config_path.parent / target).resolve())
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> TrainingConfig:
     """Merge a YAML file and ``section.key=value`` overrides over the defaults.
 
     A relative ``data.root`` is taken relative to the config file's folder, and so are relative CSV
-    data sources.
+    data sources and ``data.targets`` (overrides are taken as given, from the working directory).
 
     Raises:
         FileNotFoundError: the config file is missing.
@@ -247,14 +257,15 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
         if not path.is_file():
             raise FileNotFoundError(f"config {path}: no such file")
         values = _merge(values, _load_yaml(path.read_text()) or {})
-        root = Path(values["data"]["root"]).expanduser()
-        values["data"]["root"] = str(root if root.is_absolute() else (path.parent / root).resolve())
+        data = values["data"]
+        data["root"] = _beside(path, data["root"])
+        if data.get("targets"):
+            data["targets"] = _beside(path, data["targets"])
         # CSV lists sit beside the config; the images they name are relative to data.root
         for split in ("train", "val"):
-            for source in values["data"][split]:
-                csv_path = Path(source["path"]).expanduser()
-                if source.get("type") == "csv" and not csv_path.is_absolute():
-                    source["path"] = str((path.parent / csv_path).resolve())
+            for source in data[split]:
+                if source.get("type") == "csv":
+                    source["path"] = _beside(path, source["path"])
     for item in overrides or []:
         if "=" not in item:
             raise ValueError(f"override {item!r} is not of the form section.key=value")

@@ -28,8 +28,11 @@ class CropDataset(Dataset):
     ``foreground_prob``, and MONAI's random axis flip and in-plane 90-degree rotation; with ``gamma_range``,
     each input also gets its own random gamma.
 
+    A case with a ``target`` fusion gives the same crop of it (after flips and rotations, not gamma),
+    when all its images are drawn.
+
     Returns:
-        ``(images (N, *crop) float32, modality tags as a list of str)``.
+        ``(images (N, *crop) float32, modality tags as a list of str, target (1, *crop) or None)``.
     """
 
     def __init__(
@@ -85,7 +88,7 @@ class CropDataset(Dataset):
         """The number that seeds everything random in ``step`` on this rank."""
         return step * self.world_size + self.rank
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, list[str]]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, list[str], torch.Tensor | None]:
         step, position = self.start_step + index // self.batch_size, index % self.batch_size
         key = self.batch_key(step)
         count = int(np.random.default_rng([self.seed, key]).choice(self.num_inputs))
@@ -94,15 +97,21 @@ class CropDataset(Dataset):
         case = candidates[int(rng.integers(len(candidates)))]
         chosen = sorted(rng.choice(case.array.shape[0], size=count, replace=False).tolist())
         volume = case.array[chosen]
+        # a target fusion is a fusion of all the case's images: it travels as one more channel
+        with_target = case.target is not None and count == case.array.shape[0]
+        if with_target:
+            volume = np.concatenate([volume, case.target[None].astype(volume.dtype)])
         crop = self._crop(volume, rng)
         if self.augment is not None:
             self.augment.set_random_state(int(rng.integers(2**31)))
             crop = np.asarray(self.augment(crop))
+        target = None
+        if with_target:
+            crop, target = crop[:-1], torch.from_numpy(np.ascontiguousarray(crop[-1:], dtype=np.float32))
         if self.gamma_range is not None:
             crop = self._gamma(crop, rng)
-        return torch.from_numpy(np.ascontiguousarray(crop, dtype=np.float32)), [
-            case.modalities[i] for i in chosen
-        ]
+        images = torch.from_numpy(np.ascontiguousarray(crop, dtype=np.float32))
+        return images, [case.modalities[i] for i in chosen], target
 
     def _gamma(self, crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Each input gets its own gamma, log-uniform in ``gamma_range`` (inputs are in [0, 1]): the contrast
@@ -135,7 +144,17 @@ class CropDataset(Dataset):
         ]
 
 
-def collate_crops(batch: Sequence[tuple[torch.Tensor, list[str]]]) -> tuple[torch.Tensor, list[list[str]]]:
-    """Stack crops (one N per batch by construction) and keep the per-sample tags."""
+def collate_crops(
+    batch: Sequence[tuple[torch.Tensor, list[str], torch.Tensor | None]],
+) -> tuple[torch.Tensor, list[list[str]], tuple[torch.Tensor, torch.Tensor] | None]:
+    """Stack crops (one N per batch by construction) and keep the per-sample tags; targets become
+    ``(targets (B, 1, *crop), has_target (B,))`` (zeros where a sample has none), or None."""
     images = torch.stack([b[0] for b in batch])
-    return images, [b[1] for b in batch]
+    targets = None
+    if any(b[2] is not None for b in batch):
+        empty = torch.zeros((1, *images.shape[2:]), dtype=images.dtype)
+        targets = (
+            torch.stack([empty if b[2] is None else b[2] for b in batch]),
+            torch.tensor([b[2] is not None for b in batch]),
+        )
+    return images, [b[1] for b in batch], targets

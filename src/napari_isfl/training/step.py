@@ -83,6 +83,7 @@ def training_step(
     criterion: ISFLLoss,
     interventions: Interventions,
     batched: bool = True,
+    targets: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Forward the clean batch and all its intervened copies and compute every loss term.
 
@@ -94,6 +95,7 @@ def training_step(
         interventions: the intervention generator (seed it for reproducible steps).
         batched: run all passes as one forward of batch ``B * (1 + P + N)`` (faster on GPU and on
             CPU for small crops); ``False`` runs them one by one (less peak memory).
+        targets: ``(target fusions (B, 1, *S), has_target (B,))`` for ``loss.distill``, or None.
 
     Returns:
         ``loss`` (with gradient; call ``backward`` on it) and every term, detached.
@@ -130,4 +132,6 @@ def training_step(
     if dropped is not None:
         dropped_maps = {"fused": fused[start : start + num_mod]}
     is_functional = torch.tensor([m in FUNCTIONAL_MODALITIES for m in inner.modalities], device=images.device)
-    return criterion(images, clean, masked_maps, dropped_maps, functional=is_functional[modality])
+    return criterion(
+        images, clean, masked_maps, dropped_maps, functional=is_functional[modality], targets=targets
+    )

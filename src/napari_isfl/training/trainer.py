@@ -26,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 
@@ -52,6 +53,7 @@ LOG_TERMS = (
     "gate_reg",
     "gate_mean",
     "necessity",
+    "distill",
 )
 
 
@@ -124,15 +126,35 @@ def _portable(config: dict) -> dict:
         for split in ("train", "val")
     }
     portable = config | {"data": data | {"root": relative(data["root"])} | sources}
+    if data.get("targets"):
+        portable["data"]["targets"] = relative(data["targets"])
     init = config.get("run", {}).get("init")
     if init and Path(init).is_absolute():
         portable["run"] = config["run"] | {"init": relative(init)}
     return portable
 
 
-def _load_cases(sources: list, config: TrainingConfig) -> tuple[list[LoadedCase], list]:
+def _load_cases(
+    sources: list, config: TrainingConfig, targets: str | None = None
+) -> tuple[list[LoadedCase], list]:
+    """Load the cases of ``sources``; with a ``targets`` folder, each case's ``TASK/NAME.npy`` there
+    (when it exists) becomes its target fusion."""
     cases = cases_from_sources(sources, config.data.root) if sources else []
-    return [load_case(c) for c in cases], cases
+    if targets is None:
+        return [load_case(c) for c in cases], cases
+    folder = Path(targets)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"data.targets: {folder} is not a folder of TASK/NAME.npy target fusions")
+    loaded = []
+    for case in cases:
+        path = folder / Path(case.name).with_suffix(".npy")
+        loaded.append(load_case(case, target=np.load(path) if path.is_file() else None))
+    if not any(c.target is not None for c in loaded):
+        raise ValueError(
+            f"data.targets: no file in {folder} matches a training case (expected e.g. "
+            f"{folder / Path(cases[0].name).with_suffix('.npy')})"
+        )
+    return loaded, cases
 
 
 def _validation_fusion(
@@ -285,7 +307,7 @@ def train(
     amp = bool(optim_cfg.amp) and device.type == "cuda"
     torch.manual_seed(seed)
 
-    train_cases, train_defs = _load_cases(data_cfg.train, config)
+    train_cases, train_defs = _load_cases(data_cfg.train, config, data_cfg.targets)
     if not train_cases:
         raise ValueError("no training data: set data.train in the config (folder or csv sources)")
     val_cases, _ = _load_cases(data_cfg.val, config)
@@ -396,12 +418,16 @@ def train(
     model.train()
     step = saved_step = start_step
     last_val: dict = {}
-    for images, tags in loader:
+    for images, tags, targets in loader:
         interventions.set_random_state(seed * 1_000_003 + dataset.batch_key(step))
         images = images.to(device, non_blocking=True)
+        if targets is not None:
+            targets = tuple(t.to(device, non_blocking=True) for t in targets)
         modality = torch.tensor([[network.modalities.index(t) for t in row] for row in tags], device=device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            terms = training_step(model, images, modality, criterion, interventions, optim_cfg.batched_passes)
+            terms = training_step(
+                model, images, modality, criterion, interventions, optim_cfg.batched_passes, targets
+            )
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         if optim_cfg.grad_clip:
