@@ -86,6 +86,19 @@ def test_the_distill_term_scores_only_samples_with_a_target() -> None:
     assert float(terms["distill"]) == pytest.approx(0.125)
     plain = ISFLLoss(2, ISFLLossWeights())(sources, {"fused": fused, "gates": []})
     assert float(terms["loss"].detach()) == pytest.approx(float(plain["loss"].detach()) + 0.25, rel=1e-5)
+    # the detail term ignores a difference of brightness and sees one of edges
+    detail = ISFLLoss(2, ISFLLossWeights(distill_detail=1.0))
+    shifted = fused.detach() + 0.1
+    assert (
+        float(detail(sources, {"fused": fused, "gates": []}, targets=(shifted, has_target))["distill_detail"])
+        < 1e-6
+    )
+    edged = fused.detach().clone()
+    edged[..., 8:, :] += 0.1
+    assert (
+        float(detail(sources, {"fused": fused, "gates": []}, targets=(edged, has_target))["distill_detail"])
+        > 1e-3
+    )
     assert "distill" not in ISFLLoss(2, ISFLLossWeights())(
         sources, {"fused": fused, "gates": []}, targets=(target, has_target)
     )

@@ -22,7 +22,7 @@ from monai.losses import SSIMLoss
 from monai.networks.layers import GaussianFilter
 from torch import nn
 
-from . import metric_losses
+from . import metric_losses, pyramid
 from .pyramid import downsample
 
 __all__ = [
@@ -39,6 +39,8 @@ __all__ = [
 NECESSITY_MODES = ("reward", "penalize", "off")
 INTENSITY_TARGETS = ("mean", "max_anatomical", "max")
 CONTRAST_TARGETS = ("magnitude", "bright")
+#: pyramid levels of the ``distill_detail`` term (as many as the shipped pyramid heads blend)
+DISTILL_LEVELS = 3
 
 
 def _check_intensity_target(target: str) -> None:
@@ -448,6 +450,9 @@ class ISFLLossWeights:
     scd: float = 0.0
     #: L1 of the clean fusion to a per-case target fusion (``data.targets``), where a sample has one
     distill: float = 0.0
+    #: the same on the detail bands: the sum over the finer levels of a 3-level Laplacian pyramid of the
+    #: difference of the mean absolute band (where edge-based metrics such as Qabf are decided)
+    distill_detail: float = 0.0
 
     def __post_init__(self) -> None:
         if self.necessity_mode not in NECESSITY_MODES:
@@ -520,10 +525,16 @@ class ISFLLoss(nn.Module):
         w = self.weights
         terms = self.fidelity(clean["fused"], sources, functional)
         total = w.fidelity * terms["fidelity"]
-        if targets is not None and w.distill > 0 and bool(targets[1].any()):
-            target, has_target = targets[0].float(), targets[1]
-            terms["distill"] = (clean["fused"][has_target] - target[has_target]).abs().mean()
-            total = total + w.distill * terms["distill"]
+        if targets is not None and (w.distill > 0 or w.distill_detail > 0) and bool(targets[1].any()):
+            has_target = targets[1]
+            difference = clean["fused"][has_target] - targets[0].float()[has_target]
+            if w.distill > 0:
+                terms["distill"] = difference.abs().mean()
+                total = total + w.distill * terms["distill"]
+            if w.distill_detail > 0:
+                bands = pyramid.laplacian_pyramid(difference, DISTILL_LEVELS)[:-1]
+                terms["distill_detail"] = sum(band.abs().mean() for band in bands)
+                total = total + w.distill_detail * terms["distill_detail"]
         if masked is not None and w.invariance > 0:
             inv = invariance_loss(
                 masked["fused"],

@@ -54,6 +54,7 @@ LOG_TERMS = (
     "gate_mean",
     "necessity",
     "distill",
+    "distill_detail",
 )
 
 
