@@ -68,7 +68,7 @@ def initial_logits(normalised: np.ndarray, modalities: list[str], init: str) -> 
     return [torch.log(w.clamp_min(1e-4)) for w in weights]
 
 
-def optimise(
+def optimise_logits(
     normalised: np.ndarray,
     modalities: list[str],
     second: int,
@@ -76,8 +76,8 @@ def optimise(
     init: str,
     steps: int,
     lr: float,
-) -> np.ndarray:
-    """The oracle fusion in [0, 1]: per-level weight logits maximising ``objective`` on this image."""
+) -> list[torch.Tensor]:
+    """The oracle's per-level weight logits ``(1, 2, *spatial_s)`` maximising ``objective`` on this image."""
     images = torch.as_tensor(normalised, dtype=torch.float32)[None]
     sources = [images[:, i : i + 1] * 255 for i in range(2)]
     functional = second if modalities[second] in FUNCTIONAL_MODALITIES else None
@@ -93,9 +93,29 @@ def optimise(
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
+    return [t.detach() for t in logits]
+
+
+def blend_with(normalised: np.ndarray, logits: list[torch.Tensor]) -> np.ndarray:
+    """The [0, 1] fusion of ``normalised`` ``(2, H, W)`` with per-level weight ``logits``."""
+    images = torch.as_tensor(normalised, dtype=torch.float32)[None]
     with torch.no_grad():
         fused = pyramid.blend(images, [torch.softmax(t, dim=1) for t in logits])
     return fused[0, 0].clamp(0, 1).numpy()
+
+
+def optimise(
+    normalised: np.ndarray,
+    modalities: list[str],
+    second: int,
+    objective: dict[str, float],
+    init: str,
+    steps: int,
+    lr: float,
+) -> np.ndarray:
+    """The oracle fusion in [0, 1]: per-level weight logits maximising ``objective`` on this image."""
+    logits = optimise_logits(normalised, modalities, second, objective, init, steps, lr)
+    return blend_with(normalised, logits)
 
 
 def main() -> None:
