@@ -324,7 +324,7 @@ def test_functional_correlation_term(dims: int, size: tuple) -> None:
     assert fused.grad is not None and fused.grad.abs().sum() > 0
     no_term = FidelityLoss(dims)(fused.detach(), sources, flags)
     assert float(terms["fidelity"].detach() - no_term["fidelity"]) == pytest.approx(
-        float(terms["functional"]), rel=1e-4
+        float(terms["functional"].detach()), rel=1e-4
     )
 
 
