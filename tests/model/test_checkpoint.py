@@ -36,8 +36,18 @@ def _payload(path: Path) -> dict:
         {"spatial_dims": 3, "norm": None, "act": "relu"},
         {"spatial_dims": 2, "norm": "instance", "grid_size": 3},
         {"spatial_dims": 3, "head": "pyramid", "saliency": True},
+        {"spatial_dims": 2, "head": "pyramid", "selector_hidden": 6},
     ],
-    ids=["2d", "3d", "per-modality", "mean-integrator", "no-norm-relu", "instance-norm", "pyramid-saliency"],
+    ids=[
+        "2d",
+        "3d",
+        "per-modality",
+        "mean-integrator",
+        "no-norm-relu",
+        "instance-norm",
+        "pyramid-saliency",
+        "pyramid-selector-branches",
+    ],
 )
 def test_round_trip(tmp_path: Path, kwargs: dict) -> None:
     """Every architecture option survives save/load: same constructor arguments, same weights, same
@@ -127,6 +137,13 @@ def test_state_dict_does_not_match(good: Path, change: str) -> None:
         state["extra.weight"] = state.pop(next(iter(state)))
     torch.save(payload, good)
     _refused(good, "weights do not match the ISFLNet it describes")
+
+
+def test_selector_hidden_must_be_a_small_integer(good: Path) -> None:
+    payload = torch.load(good, weights_only=True)
+    payload["arch_args"]["selector_hidden"] = -3
+    torch.save(payload, good)
+    _refused(good, "field arch_args.selector_hidden must be an integer in 0..")
 
 
 def test_saliency_flag_must_be_a_boolean(good: Path) -> None:

@@ -142,6 +142,31 @@ def test_saliency_cue_starts_as_the_old_blend_and_can_prefer_detail(dims) -> Non
         ISFLNet(dims, head="synthesis", saliency=True)
 
 
+@pytest.mark.parametrize("dims", [2, 3])
+def test_selector_branches_start_as_the_old_blend_and_can_change_it(dims) -> None:
+    """``selector_hidden`` adds nonlinear selector branches whose last layer starts at zero: with the
+    other weights copied the fusion is the one without them; trained, they change the weights."""
+    plain = tiny_net(dims, head="pyramid")
+    with torch.no_grad():
+        for selector in plain.selectors:
+            selector.conv.weight.normal_(0, 0.1)
+    branched = tiny_net(dims, head="pyramid", selector_hidden=5)
+    missing = branched.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert missing and all(key.startswith("selector_branches.") for key in missing)
+    plain.eval(), branched.eval()
+    images = torch.rand(1, 2, *SHAPES[dims])
+    with torch.no_grad():
+        torch.testing.assert_close(branched(images, ["mri", "ct"]), plain(images, ["mri", "ct"]))
+        for branch in branched.selector_branches:
+            branch[1].conv.weight.normal_(0, 0.5)
+        assert not torch.allclose(branched(images, ["mri", "ct"]), plain(images, ["mri", "ct"]))
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ValueError, match="selector_hidden"):
+            ISFLNet(dims, head="pyramid", selector_hidden=bad)
+    with pytest.raises(ValueError, match="selector_hidden"):
+        ISFLNet(dims, head="synthesis", selector_hidden=4)
+
+
 def test_checkpoint_round_trip_keeps_the_head(tmp_path) -> None:
     net = tiny_net(3, head="pyramid", residual=0.02)
     loaded = load_model(save_checkpoint(tmp_path / "p.pt", net), 3)

@@ -53,6 +53,7 @@ _ARCH_KEYS = (
     "head",
     "residual",
     "saliency",
+    "selector_hidden",
 )
 
 
@@ -268,6 +269,11 @@ def _check_schema(path: Path, payload: dict) -> None:
         raise _field_error(path, "arch_args.residual", f"must be a number in [0, 1], got {residual!r}")
     if not isinstance(args.get("saliency", False), bool):
         raise _field_error(path, "arch_args.saliency", f"must be true or false, got {args['saliency']!r}")
+    hidden = args.get("selector_hidden", 0)
+    if not _is_int(hidden) or not 0 <= hidden <= MAX_CHANNELS:
+        raise _field_error(
+            path, "arch_args.selector_hidden", f"must be an integer in 0..{MAX_CHANNELS}, got {hidden!r}"
+        )
     normalization = payload.get("normalization") or {}
     if not isinstance(normalization, dict):
         raise _field_error(path, "normalization", f"must be a mapping, got {type(normalization).__name__}")

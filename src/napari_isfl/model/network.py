@@ -277,6 +277,10 @@ class ISFLNet(nn.Module):
             each source's band saliency there (:func:`.pyramid.band_saliency`, the log local energy of
             its band), so the head can choose the source with the stronger detail at every scale.
             Zero-initialised: a network fine-tuned into it starts from its old blend.
+        selector_hidden: with ``head="pyramid"`` and > 0, every level's (linear) selector also gets a
+            nonlinear branch (3x3 convolution to this many channels, activation, 1x1 convolution to one
+            logit) added to its logits, for choices sharper than a linear read-out of the features.
+            Its last layer is zero-initialised: a network fine-tuned into it starts from its old blend.
         norm: normalisation, batch norm by default (a per-channel affine map in evaluation mode, so
             it adds no dependence on the window; the pooled attention and the convolutions' zero
             padding still make sliding-window results differ slightly from a single pass).
@@ -315,6 +319,7 @@ class ISFLNet(nn.Module):
         head: str = "synthesis",
         residual: float = 0.0,
         saliency: bool = False,
+        selector_hidden: int = 0,
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -340,6 +345,16 @@ class ISFLNet(nn.Module):
             raise ValueError(f"residual must lie in [0, 1] and needs head='pyramid', got {residual}")
         if not isinstance(saliency, bool) or (saliency and head != "pyramid"):
             raise ValueError(f"saliency must be a bool and True needs head='pyramid', got {saliency!r}")
+        if (
+            isinstance(selector_hidden, bool)
+            or not isinstance(selector_hidden, int)
+            or selector_hidden < 0
+            or (selector_hidden > 0 and head != "pyramid")
+        ):
+            raise ValueError(
+                "selector_hidden must be an integer >= 0 and > 0 needs head='pyramid', "
+                f"got {selector_hidden!r}"
+            )
         self.spatial_dims = spatial_dims
         self.modalities = modalities
         # the constructor arguments, so a checkpoint can rebuild exactly this network
@@ -355,6 +370,7 @@ class ISFLNet(nn.Module):
             "head": head,
             "residual": residual,
             "saliency": saliency,
+            "selector_hidden": selector_hidden,
         }
         self.features = features
         self.encoder_mode = encoder
@@ -412,6 +428,20 @@ class ISFLNet(nn.Module):
             for saliency_filter in self.saliency_filters or ():
                 nn.init.zeros_(saliency_filter.conv.weight)
                 nn.init.zeros_(saliency_filter.conv.bias)
+            self.selector_branches = (
+                nn.ModuleList(
+                    nn.Sequential(
+                        Convolution(spatial_dims, 2 * c, selector_hidden, kernel_size=3, act=act, norm=None),
+                        Convolution(spatial_dims, selector_hidden, 1, kernel_size=1, conv_only=True),
+                    )
+                    for c in features
+                )
+                if selector_hidden
+                else None
+            )
+            for branch in self.selector_branches or ():
+                nn.init.zeros_(branch[1].conv.weight)
+                nn.init.zeros_(branch[1].conv.bias)
 
     def encode(self, images: torch.Tensor, modality: torch.Tensor) -> list[torch.Tensor]:
         """Features per scale, each ``(B, N, C_s, *spatial_s)``."""
@@ -522,7 +552,11 @@ class ISFLNet(nn.Module):
             for level in reversed(range(len(fused_scales))):
                 own, integrated = per_scale[level], fused_scales[level]
                 joint = torch.cat([own, integrated.unsqueeze(1).expand_as(own)], dim=2)
-                level_logits = self.selectors[level](joint.flatten(0, 1)).unflatten(0, own.shape[:2])[:, :, 0]
+                joint = joint.flatten(0, 1)
+                level_logits = self.selectors[level](joint)
+                if self.selector_branches is not None:
+                    level_logits = level_logits + self.selector_branches[level](joint)
+                level_logits = level_logits.unflatten(0, own.shape[:2])[:, :, 0]
                 if logits is not None:  # coarse to fine: a scale refines the coarser scale's choice
                     level_logits = level_logits + pyramid.upsample(logits, level_logits.shape[2:])
                 logits = level_logits

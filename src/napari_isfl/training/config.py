@@ -59,6 +59,7 @@ class ModelConfig:
     head: str = "synthesis"
     residual: float = 0.0
     saliency: bool = False
+    selector_hidden: int = 0
 
     def __post_init__(self) -> None:
         if self.spatial_dims not in (2, 3):
