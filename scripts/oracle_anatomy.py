@@ -3,7 +3,9 @@
 For the first ``--limit`` cases of a task, the oracle of ``blend_oracle.py`` (weights started from the
 model's) is found, then fusions are scored that take the oracle's weights at some levels and the
 model's at the others, and the oracle's weights with their logits blurred by a Gaussian of ``sigma``
-pixels. Scored as ``isfl evaluate`` scores (8-bit).
+pixels. Scored as ``isfl evaluate`` scores (8-bit). With ``--fit-steps N`` the model is also trained,
+all its weights, on each image alone toward that image's oracle fusion (L1 plus L1 of the detail bands,
+as ``loss.distill`` and ``loss.distill_detail``): can the network express the oracle's weights at all?
 
     python scripts/oracle_anatomy.py ../shared/data/harvard/dev --task CT-MRI \
         --objective VIF=1,Qabf=4,SSIM=6,SCD=1 --limit 12
@@ -20,6 +22,8 @@ from blend_oracle import LEVELS, blend_with, initial_logits, optimise_logits
 from scipy import ndimage
 
 from napari_isfl.evaluation.metrics import to_uint8_scale
+from napari_isfl.model import pyramid
+from napari_isfl.model.checkpoint import load_model
 from napari_isfl.normalization import FUNCTIONAL_MODALITIES
 
 SIGMAS = (0.7, 1.5, 3.0)
@@ -41,6 +45,25 @@ def variants(oracle: list[torch.Tensor], model: list[torch.Tensor]) -> dict[str,
     return out
 
 
+def fit_model(
+    normalised: np.ndarray, modalities: list[str], target: np.ndarray, model: str, steps: int
+) -> np.ndarray:
+    """The model's fusion after ``steps`` Adam steps (lr 1e-3) on this one image toward ``target``."""
+    network = load_model(model, spatial_dims=2).network.train()
+    images = torch.as_tensor(normalised, dtype=torch.float32)[None]
+    wanted = torch.as_tensor(target)[None, None]
+    optimiser = torch.optim.Adam(network.parameters(), lr=1e-3)
+    for _ in range(steps):
+        difference = network(images, modalities) - wanted
+        bands = pyramid.laplacian_pyramid(difference, LEVELS)[:-1]
+        loss = 100 * difference.abs().mean() + 300 * sum(band.abs().mean() for band in bands)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    with torch.no_grad():
+        return network.eval()(images, modalities)[0, 0].numpy()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -52,6 +75,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=12)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--lr", type=float, default=0.1)
+    parser.add_argument("--fit-steps", type=int, default=0, help="also fit the model to each oracle fusion")
     args = parser.parse_args()
     objective = {key: float(value) for key, value in (item.split("=") for item in args.objective.split(","))}
     torch.set_num_threads(1)
@@ -64,6 +88,13 @@ def main() -> None:
         for name, logits in variants(oracle, model).items():
             rows.setdefault(name, []).append(
                 score(blend_with(normalised, logits), sources, second, functional)
+            )
+        if args.fit_steps:
+            fitted = fit_model(
+                normalised, modalities, blend_with(normalised, oracle), args.model, args.fit_steps
+            )
+            rows.setdefault(f"model fitted to this oracle fusion, {args.fit_steps} steps", []).append(
+                score(fitted, sources, second, functional)
             )
     keys = list(next(iter(rows.values()))[0])
     print("| weights |", " | ".join(keys), "|")
