@@ -104,20 +104,6 @@ def blend_with(normalised: np.ndarray, logits: list[torch.Tensor]) -> np.ndarray
     return fused[0, 0].clamp(0, 1).numpy()
 
 
-def optimise(
-    normalised: np.ndarray,
-    modalities: list[str],
-    second: int,
-    objective: dict[str, float],
-    init: str,
-    steps: int,
-    lr: float,
-) -> np.ndarray:
-    """The oracle fusion in [0, 1]: per-level weight logits maximising ``objective`` on this image."""
-    logits = optimise_logits(normalised, modalities, second, objective, init, steps, lr)
-    return blend_with(normalised, logits)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -151,7 +137,8 @@ def main() -> None:
     for number, (name, normalised, modalities, second) in enumerate(
         task_cases(args.data, args.task, args.limit)
     ):
-        fused = optimise(normalised, modalities, second, objective, args.init, args.steps, args.lr)
+        logits = optimise_logits(normalised, modalities, second, objective, args.init, args.steps, args.lr)
+        fused = blend_with(normalised, logits)
         if args.save_fused:
             (args.output / "fused").mkdir(exist_ok=True)
             np.save(args.output / "fused" / f"{Path(name).stem}.npy", fused.astype(np.float32))

@@ -22,8 +22,8 @@ from blend_oracle import LEVELS, blend_with, initial_logits, optimise_logits
 from scipy import ndimage
 
 from napari_isfl.evaluation.metrics import to_uint8_scale
-from napari_isfl.model import pyramid
 from napari_isfl.model.checkpoint import load_model
+from napari_isfl.model.losses import detail_l1
 from napari_isfl.normalization import FUNCTIONAL_MODALITIES
 
 SIGMAS = (0.7, 1.5, 3.0)
@@ -55,8 +55,7 @@ def fit_model(
     optimiser = torch.optim.Adam(network.parameters(), lr=1e-3)
     for _ in range(steps):
         difference = network(images, modalities) - wanted
-        bands = pyramid.laplacian_pyramid(difference, LEVELS)[:-1]
-        loss = 100 * difference.abs().mean() + 300 * sum(band.abs().mean() for band in bands)
+        loss = 100 * difference.abs().mean() + 300 * detail_l1(difference, LEVELS)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()

@@ -30,6 +30,7 @@ __all__ = [
     "ISFLLoss",
     "ISFLLossWeights",
     "functional_correlation_loss",
+    "detail_l1",
     "invariance_loss",
     "laplacian",
     "necessity_loss",
@@ -376,6 +377,12 @@ def functional_correlation_loss(
     return (1.0 - covariance / norm)[functional].mean()
 
 
+def detail_l1(difference: torch.Tensor, levels: int = DISTILL_LEVELS) -> torch.Tensor:
+    """Sum over the detail bands of a ``levels``-level Laplacian pyramid of ``difference`` (the base left
+    out) of the mean absolute band: an L1 that sees edges, not brightness."""
+    return sum(band.abs().mean() for band in pyramid.laplacian_pyramid(difference, levels)[:-1])
+
+
 def invariance_loss(
     fused_intervened: torch.Tensor,
     gate_intervened: torch.Tensor,
@@ -532,8 +539,7 @@ class ISFLLoss(nn.Module):
                 terms["distill"] = difference.abs().mean()
                 total = total + w.distill * terms["distill"]
             if w.distill_detail > 0:
-                bands = pyramid.laplacian_pyramid(difference, DISTILL_LEVELS)[:-1]
-                terms["distill_detail"] = sum(band.abs().mean() for band in bands)
+                terms["distill_detail"] = detail_l1(difference)
                 total = total + w.distill_detail * terms["distill_detail"]
         if masked is not None and w.invariance > 0:
             inv = invariance_loss(

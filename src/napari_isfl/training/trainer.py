@@ -146,15 +146,15 @@ def _load_cases(
     folder = Path(targets)
     if not folder.is_dir():
         raise FileNotFoundError(f"data.targets: {folder} is not a folder of TASK/NAME.npy target fusions")
-    loaded = []
-    for case in cases:
-        path = folder / Path(case.name).with_suffix(".npy")
-        loaded.append(load_case(case, target=np.load(path) if path.is_file() else None))
-    if not any(c.target is not None for c in loaded):
+    paths = [folder / Path(case.name).with_suffix(".npy") for case in cases]
+    if cases and not any(path.is_file() for path in paths):
         raise ValueError(
-            f"data.targets: no file in {folder} matches a training case (expected e.g. "
-            f"{folder / Path(cases[0].name).with_suffix('.npy')})"
+            f"data.targets: no file in {folder} matches a training case (expected e.g. {paths[0]})"
         )
+    loaded = [
+        load_case(case, target=np.load(path) if path.is_file() else None)
+        for case, path in zip(cases, paths, strict=True)
+    ]
     return loaded, cases
 
 
