@@ -37,6 +37,7 @@ def _payload(path: Path) -> dict:
         {"spatial_dims": 2, "norm": "instance", "grid_size": 3},
         {"spatial_dims": 3, "head": "pyramid", "saliency": True},
         {"spatial_dims": 2, "head": "pyramid", "selector_hidden": 6},
+        {"spatial_dims": 3, "head": "pyramid", "refiner_levels": 2, "refiner_hidden": 5},
     ],
     ids=[
         "2d",
@@ -47,6 +48,7 @@ def _payload(path: Path) -> dict:
         "instance-norm",
         "pyramid-saliency",
         "pyramid-selector-branches",
+        "pyramid-refiner",
     ],
 )
 def test_round_trip(tmp_path: Path, kwargs: dict) -> None:
@@ -144,6 +146,14 @@ def test_selector_hidden_must_be_a_small_integer(good: Path) -> None:
     payload["arch_args"]["selector_hidden"] = -3
     torch.save(payload, good)
     _refused(good, "field arch_args.selector_hidden must be an integer in 0..")
+
+
+@pytest.mark.parametrize(("key", "value"), [("refiner_levels", 9), ("refiner_hidden", 0)])
+def test_refiner_sizes_must_be_small_integers(good: Path, key: str, value: int) -> None:
+    payload = _payload(good)
+    payload["arch_args"][key] = value
+    torch.save(payload, good)
+    _refused(good, f"field arch_args.{key} must be an integer in")
 
 
 def test_saliency_flag_must_be_a_boolean(good: Path) -> None:

@@ -167,6 +167,64 @@ def test_selector_branches_start_as_the_old_blend_and_can_change_it(dims) -> Non
         ISFLNet(dims, head="synthesis", selector_hidden=4)
 
 
+@pytest.mark.parametrize("dims", [2, 3])
+def test_refiner_starts_as_the_old_blend_and_stays_a_convex_blend_when_trained(dims) -> None:
+    """``refiner_levels`` grafts a :class:`BlendRefiner` whose last layers start at zero: with the other
+    weights copied the fusion is unchanged; trained (random last layers), the refined levels' weights
+    change, still sum to one, and the coarser levels are left alone."""
+    plain = tiny_net(dims, head="pyramid").eval()
+    refined = tiny_net(dims, head="pyramid", refiner_levels=1, refiner_hidden=4).eval()
+    missing = refined.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert missing and all(key.startswith("refiner.") for key in missing)
+    images = torch.rand(1, 2, *SHAPES[dims])
+    with torch.no_grad():
+        torch.testing.assert_close(refined(images, ["mri", "ct"]), plain(images, ["mri", "ct"]))
+        refined.refiner.nets[0][-1].conv.weight.normal_(0, 0.5)
+        before = plain(images, ["mri", "ct"], return_maps=True)["weights"]
+        after = refined(images, ["mri", "ct"], return_maps=True)["weights"]
+    assert not torch.allclose(after[0], before[0])
+    torch.testing.assert_close(after[0].sum(dim=1), torch.ones_like(after[0][:, 0]))
+    for coarser_after, coarser_before in zip(after[1:], before[1:], strict=True):
+        torch.testing.assert_close(coarser_after, coarser_before)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_refiner_follows_its_sources_in_any_order_and_number(dims) -> None:
+    """The refiner treats every source alike: swapping two sources swaps their refined weights, and it
+    takes three sources as well as two (odd sizes)."""
+    from napari_isfl.model.network import BlendRefiner
+
+    torch.manual_seed(0)
+    refiner = BlendRefiner(dims, levels=2, hidden=6)
+    with torch.no_grad():
+        for net in refiner.nets:
+            net[-1].conv.weight.normal_(0, 0.5)
+    shape = (13, 18) if dims == 2 else (9, 10, 7)
+    for count in (2, 3):
+        images = torch.rand(1, count, *shape)
+        weights = _random_weights(1, count, shape, levels=3, seed=count)
+        out = refiner(images, weights)
+        order = list(reversed(range(count)))
+        swapped = refiner(images[:, order], [w[:, order] for w in weights])
+        for level in range(3):
+            torch.testing.assert_close(swapped[level], out[level][:, order], atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(out[level].sum(dim=1), torch.ones_like(out[level][:, 0]))
+
+
+def test_refiner_arguments_are_checked() -> None:
+    for kwargs in (
+        {"refiner_levels": -1},
+        {"refiner_levels": 1.5},
+        {"refiner_levels": 1, "refiner_hidden": 0},
+    ):
+        with pytest.raises(ValueError, match="refiner_"):
+            ISFLNet(2, head="pyramid", **kwargs)
+    with pytest.raises(ValueError, match="refiner_levels=1 needs head='pyramid'"):
+        ISFLNet(2, head="synthesis", refiner_levels=1)
+    with pytest.raises(ValueError, match="at most one level per scale"):
+        ISFLNet(2, features=(8, 8), head="pyramid", refiner_levels=3)
+
+
 def test_checkpoint_round_trip_keeps_the_head(tmp_path) -> None:
     net = tiny_net(3, head="pyramid", residual=0.02)
     loaded = load_model(save_checkpoint(tmp_path / "p.pt", net), 3)

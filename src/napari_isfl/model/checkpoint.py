@@ -54,6 +54,8 @@ _ARCH_KEYS = (
     "residual",
     "saliency",
     "selector_hidden",
+    "refiner_levels",
+    "refiner_hidden",
 )
 
 
@@ -273,6 +275,16 @@ def _check_schema(path: Path, payload: dict) -> None:
     if not _is_int(hidden) or not 0 <= hidden <= MAX_CHANNELS:
         raise _field_error(
             path, "arch_args.selector_hidden", f"must be an integer in 0..{MAX_CHANNELS}, got {hidden!r}"
+        )
+    levels = args.get("refiner_levels", 0)
+    if not _is_int(levels) or not 0 <= levels <= MAX_SCALES:
+        raise _field_error(
+            path, "arch_args.refiner_levels", f"must be an integer in 0..{MAX_SCALES}, got {levels!r}"
+        )
+    hidden = args.get("refiner_hidden", 32)
+    if not _is_int(hidden) or not 1 <= hidden <= MAX_CHANNELS:
+        raise _field_error(
+            path, "arch_args.refiner_hidden", f"must be an integer in 1..{MAX_CHANNELS}, got {hidden!r}"
         )
     normalization = payload.get("normalization") or {}
     if not isinstance(normalization, dict):

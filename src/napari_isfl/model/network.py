@@ -32,6 +32,7 @@ from ..normalization import MODALITIES
 from . import pyramid
 
 __all__ = [
+    "BlendRefiner",
     "CausalFeatureIntegrator",
     "ISFLNet",
     "MeanIntegrator",
@@ -211,6 +212,99 @@ class MeanIntegrator(nn.Module):
         return fused, gate, contributions
 
 
+class BlendRefiner(nn.Module):
+    """Full-resolution refinement of the pyramid head's blend weights at the finest levels.
+
+    At each refined level every source is described by five maps at that level's resolution: its band
+    (x10), the band's magnitude (x10), the level image's gradient magnitude (x10; sum of absolute forward
+    differences along each axis), the level image itself, and the log of the weight the selectors gave
+    it. A small convolutional net shared by all sources sees those five maps together with their mean
+    and maximum over the sources (so it takes any number of sources, in any order) and returns a
+    correction of that source's weight logit; the weights stay a softmax over the sources, so the fusion
+    stays a convex blend of them. The last layer is zero-initialised: a network grafted onto it starts
+    from its old blend. Why: the selectors read 16 smooth feature channels and cannot produce the
+    pixel-sharp per-scale choices that keep each source's edges (docs/ABLATION.md, "A full-resolution
+    refiner"); the refiner sees the sources' bands directly.
+
+    Args:
+        spatial_dims: 2 or 3.
+        levels: how many of the finest pyramid levels are refined (>= 1).
+        hidden: channels of the two 3x3 convolutions.
+        act: their activation (MONAI name or ``(name, args)``).
+
+    Examples::
+
+        >>> refiner = BlendRefiner(spatial_dims=2, levels=2, hidden=8)       # 2D, two sources
+        >>> images = torch.rand(1, 2, 32, 32)
+        >>> weights = [torch.full((1, 2, 32 // 2**s, 32 // 2**s), 0.5) for s in range(3)]
+        >>> [w.shape[2:] for w in refiner(images, weights)] == [w.shape[2:] for w in weights]
+        True
+        >>> refiner3d = BlendRefiner(spatial_dims=3, levels=1, hidden=4)     # 3D, three sources
+        >>> volume = torch.rand(1, 3, 16, 16, 8)
+        >>> thirds = [torch.full((1, 3, 16, 16, 8), 1 / 3), torch.full((1, 3, 8, 8, 4), 1 / 3)]
+        >>> torch.allclose(refiner3d(volume, thirds)[0], thirds[0])          # untrained: unchanged
+        True
+    """
+
+    #: per-source maps: band, |band|, gradient magnitude, level image, log weight
+    PER_SOURCE = 5
+
+    def __init__(
+        self, spatial_dims: int, levels: int, hidden: int, act: tuple | str | None = _DEFAULT_ACT
+    ) -> None:
+        super().__init__()
+        if levels < 1 or hidden < 1:
+            raise ValueError(f"a refiner needs levels >= 1 and hidden >= 1, got {levels}, {hidden}")
+        self.nets = nn.ModuleList(
+            nn.Sequential(
+                Convolution(spatial_dims, 3 * self.PER_SOURCE, hidden, kernel_size=3, act=act, norm=None),
+                Convolution(spatial_dims, hidden, hidden, kernel_size=3, act=act, norm=None),
+                Convolution(spatial_dims, hidden, 1, kernel_size=1, conv_only=True),
+            )
+            for _ in range(levels)
+        )
+        for net in self.nets:
+            nn.init.zeros_(net[-1].conv.weight)
+            nn.init.zeros_(net[-1].conv.bias)
+
+    @staticmethod
+    def _gradient_magnitude(images: torch.Tensor) -> torch.Tensor:
+        total = torch.zeros_like(images)
+        for dim in range(2, images.ndim):
+            step = images.diff(dim=dim).abs()
+            pad = [0, 0] * (images.ndim - 2)
+            pad[2 * (images.ndim - 1 - dim) + 1] = 1  # one zero at the end of this axis
+            total = total + F.pad(step, pad)
+        return total
+
+    def forward(self, images: torch.Tensor, weights: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Refined copies of ``weights`` (one ``(B, N, *spatial_s)`` map per level of ``images``'
+        pyramid, finest first); levels beyond the refined ones are returned as they are."""
+        images = images.float()
+        bands = pyramid.laplacian_pyramid(images, len(weights))
+        refined, level_image = list(weights), images
+        for level, net in enumerate(self.nets):
+            if level:
+                level_image = pyramid.downsample(level_image)
+            log_weight = torch.log(weights[level].float().clamp_min(1e-4))
+            band = bands[level]
+            own = torch.stack(
+                [
+                    10 * band,
+                    10 * band.abs(),
+                    10 * self._gradient_magnitude(level_image),
+                    level_image,
+                    log_weight,
+                ],
+                dim=2,
+            )  # (B, N, PER_SOURCE, *spatial_s)
+            pooled = torch.cat([own.mean(dim=1), own.amax(dim=1)], dim=1).unsqueeze(1)
+            joint = torch.cat([own, pooled.expand(-1, own.shape[1], *pooled.shape[2:])], dim=2)
+            correction = net(joint.flatten(0, 1))[:, 0].unflatten(0, own.shape[:2])
+            refined[level] = torch.softmax(log_weight + correction, dim=1).to(weights[level].dtype)
+        return refined
+
+
 class _Encoder(nn.Module):
     """Multi-scale encoder: per scale two conv-norm-LeakyReLU units, max-pool between scales."""
 
@@ -281,6 +375,10 @@ class ISFLNet(nn.Module):
             nonlinear branch (3x3 convolution to this many channels, activation, 1x1 convolution to one
             logit) added to its logits, for choices sharper than a linear read-out of the features.
             Its last layer is zero-initialised: a network fine-tuned into it starts from its old blend.
+        refiner_levels: with ``head="pyramid"`` and > 0, a :class:`BlendRefiner` corrects the weights of
+            this many of the finest levels from the sources' own bands there (full-resolution capacity
+            the selectors lack). Zero-initialised, like the options above.
+        refiner_hidden: channels of the refiner's convolutions.
         norm: normalisation, batch norm by default (a per-channel affine map in evaluation mode, so
             it adds no dependence on the window; the pooled attention and the convolutions' zero
             padding still make sliding-window results differ slightly from a single pass).
@@ -320,6 +418,8 @@ class ISFLNet(nn.Module):
         residual: float = 0.0,
         saliency: bool = False,
         selector_hidden: int = 0,
+        refiner_levels: int = 0,
+        refiner_hidden: int = 32,
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -355,6 +455,17 @@ class ISFLNet(nn.Module):
                 "selector_hidden must be an integer >= 0 and > 0 needs head='pyramid', "
                 f"got {selector_hidden!r}"
             )
+        for name, value, low in (
+            ("refiner_levels", refiner_levels, 0),
+            ("refiner_hidden", refiner_hidden, 1),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if refiner_levels > 0 and (head != "pyramid" or refiner_levels > len(features)):
+            raise ValueError(
+                f"refiner_levels={refiner_levels} needs head='pyramid' and at most one level per scale "
+                f"({len(features)})"
+            )
         self.spatial_dims = spatial_dims
         self.modalities = modalities
         # the constructor arguments, so a checkpoint can rebuild exactly this network
@@ -371,6 +482,8 @@ class ISFLNet(nn.Module):
             "residual": residual,
             "saliency": saliency,
             "selector_hidden": selector_hidden,
+            "refiner_levels": refiner_levels,
+            "refiner_hidden": refiner_hidden,
         }
         self.features = features
         self.encoder_mode = encoder
@@ -442,6 +555,9 @@ class ISFLNet(nn.Module):
             for branch in self.selector_branches or ():
                 nn.init.zeros_(branch[1].conv.weight)
                 nn.init.zeros_(branch[1].conv.bias)
+            self.refiner = (
+                BlendRefiner(spatial_dims, refiner_levels, refiner_hidden, act) if refiner_levels else None
+            )
 
     def encode(self, images: torch.Tensor, modality: torch.Tensor) -> list[torch.Tensor]:
         """Features per scale, each ``(B, N, C_s, *spatial_s)``."""
@@ -564,6 +680,8 @@ class ISFLNet(nn.Module):
                     cue = self.saliency_filters[level](saliency[level].flatten(0, 1).unsqueeze(1))
                     level_logits = level_logits + cue[:, 0].unflatten(0, own.shape[:2]).to(level_logits.dtype)
                 weights.insert(0, torch.softmax(level_logits.float(), dim=1).to(level_logits.dtype))
+            if self.refiner is not None:
+                weights = self.refiner(padded, weights)
             maps["weights"] = weights
             maps["residual"] = self.residual(fused_scales[0]) if self.residual is not None else None
         return maps

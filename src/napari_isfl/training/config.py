@@ -60,6 +60,8 @@ class ModelConfig:
     residual: float = 0.0
     saliency: bool = False
     selector_hidden: int = 0
+    refiner_levels: int = 0
+    refiner_hidden: int = 32
 
     def __post_init__(self) -> None:
         if self.spatial_dims not in (2, 3):

@@ -1,0 +1,165 @@
+"""Train the full-resolution blend refiner (``model.refiner_levels``) of a frozen 2D model.
+
+The blend oracle's edge over the network sits in pixel-sharp weights at the two finest levels
+(``oracle_anatomy.py``), and the network cannot even memorise them. This stage keeps a 2D model frozen
+and grafts a :class:`napari_isfl.model.network.BlendRefiner` onto its pyramid head: at each of the finest
+``--levels`` levels a small convolutional net sees every source's own band there (and its magnitude,
+the level image's gradient magnitude, the level image and the model's weight logit, with their mean and
+maximum over the sources) and corrects the weight logits. The output stays a convex per-scale blend of
+the sources. It is trained on whole images of the **train** split with the metrics' differentiable
+surrogates (``blend_oracle.surrogate_metrics``, weighted as ``--objective``; the functional correlation
+applies to PET/SPECT pairs only) and scored, as ``isfl evaluate`` scores, on the **dev** split every
+``--eval-every`` steps (scored only: the last step is kept). Writes ``OUTPUT/model.pt`` (the whole
+network, loadable with ``--model``), ``log.csv`` and ``dev_per_case.csv``.
+
+    python scripts/train_refiner.py ../shared/data/harvard --task CT-MRI,PET-MRI,SPECT-MRI \
+        --objective VIF=2,Qabf=4.5,SSIM=6,SCD=1,corr_functional=2.5 --steps 1200 --output runs/refiner
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from blend_frontier import KEYS, score, task_cases, write_rows
+from blend_oracle import functional_mask, surrogate_metrics
+
+from napari_isfl.evaluation.metrics import to_uint8_scale
+from napari_isfl.model import pyramid
+from napari_isfl.model.checkpoint import load_model, save_checkpoint
+from napari_isfl.model.network import BlendRefiner, ISFLNet
+from napari_isfl.normalization import FUNCTIONAL_MODALITIES
+
+
+class Case:
+    """One pair: normalised sources ``(1, 2, H, W)``, the frozen model's per-level weights, the functional
+    mask (PET/SPECT pairs) and the 8-bit sources ``isfl evaluate`` scores against."""
+
+    def __init__(self, name: str, normalised: np.ndarray, modalities: list[str], second: int, model) -> None:
+        self.name, self.second = name, second
+        self.images = torch.as_tensor(normalised, dtype=torch.float32)[None]
+        with torch.no_grad():
+            weights = model.blend_maps(self.images, modalities)["weights"]
+        self.weights = [w.detach() for w in weights]
+        self.functional = modalities[second] in FUNCTIONAL_MODALITIES
+        self.mask = (
+            torch.as_tensor(functional_mask(normalised[second], normalised[1 - second]))[None, None]
+            if self.functional
+            else None
+        )
+        self.sources = [to_uint8_scale(s) for s in normalised]
+
+
+def fuse(refiner: BlendRefiner, case: Case) -> torch.Tensor:
+    """What the grafted network returns for this case (its frozen part's weights precomputed)."""
+    return pyramid.blend(case.images, refiner(case.images, case.weights)).clamp(0, 1)
+
+
+def evaluate(refiner: BlendRefiner, cases: list[Case]) -> list[dict]:
+    with torch.no_grad():
+        return [
+            {"case": c.name} | score(fuse(refiner, c)[0, 0].numpy(), c.sources, c.second, c.functional)
+            for c in cases
+        ]
+
+
+def means(rows: list[dict]) -> dict[str, float]:
+    """Mean of every metric per task (``TASK KEY``), or plain ``KEY`` when there is one task."""
+    tasks = sorted({r["case"].split("/")[0] for r in rows})
+    out = {}
+    for task in tasks:
+        chosen = [r for r in rows if r["case"].startswith(task + "/")]
+        prefix = f"{task} " if len(tasks) > 1 else ""
+        for key in KEYS:
+            values = [r[key] for r in chosen if key in r]
+            if values:
+                out[prefix + key] = round(float(np.nanmean(values)), 4)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("data", help="folder with train/ and dev/ Harvard-style splits")
+    parser.add_argument("--task", default="CT-MRI", help="a task, or several separated by commas")
+    parser.add_argument("--objective", default="VIF=1,Qabf=4,SSIM=6,SCD=1")
+    parser.add_argument("--model", default="isfl-2d", help="the frozen 2D model whose weights are refined")
+    parser.add_argument("--levels", type=int, default=2, help="refine the N finest levels")
+    parser.add_argument("--hidden", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--eval-every", type=int, default=300)
+    parser.add_argument("--output", required=True, type=Path)
+    args = parser.parse_args()
+    objective = {key: float(value) for key, value in (item.split("=") for item in args.objective.split(","))}
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    args.output.mkdir(parents=True, exist_ok=True)
+    base = load_model(args.model, spatial_dims=2)
+    if base.network.init_args["head"] != "pyramid" or base.network.init_args["refiner_levels"]:
+        parser.error(f"--model {args.model}: needs a pyramid-head model without a refiner")
+    network = ISFLNet(
+        **base.network.init_args | {"refiner_levels": args.levels, "refiner_hidden": args.hidden}
+    )
+    missing, unexpected = network.load_state_dict(base.network.state_dict(), strict=False)
+    if unexpected or any(not key.startswith("refiner.") for key in missing):
+        raise RuntimeError(f"grafting failed: missing {missing}, unexpected {unexpected}")
+    network.eval()
+    model = base.network
+    train, dev = (
+        [
+            Case(*case, model)
+            for task in args.task.split(",")
+            for case in task_cases(f"{args.data}/{split}", task)
+        ]
+        for split in ("train", "dev")
+    )
+    refiner = network.refiner
+    optimiser = torch.optim.Adam(refiner.parameters(), lr=args.lr)
+    log = [{"step": 0, "seconds": 0.0} | means(evaluate(refiner, dev))]
+    print(log[-1], flush=True)
+    start = time.time()
+    for step in range(1, args.steps + 1):
+        loss = torch.zeros(())
+        for index in torch.randint(len(train), (args.batch,)).tolist():
+            case = train[index]
+            sources = [case.images[:, i : i + 1] * 255 for i in range(2)]
+            values = surrogate_metrics(
+                fuse(refiner, case) * 255, sources, case.second if case.functional else None, case.mask
+            )
+            loss = loss - sum(weight * values[key] for key, weight in objective.items() if key in values)
+        optimiser.zero_grad()
+        (loss / args.batch).backward()
+        optimiser.step()
+        if step % args.eval_every == 0 or step == args.steps:
+            rows = evaluate(refiner, dev)
+            log.append({"step": step, "seconds": round(time.time() - start, 1)} | means(rows))
+            print(log[-1], flush=True)
+            write_rows(args.output / "dev_per_case.csv", rows)
+            recipe = {
+                "script": "scripts/train_refiner.py",
+                "base_model": str(args.model),
+                "base_sha256": base.sha256,
+            }
+            recipe |= {k: v for k, v in vars(args).items() if k not in ("data", "output", "model")}
+            save_checkpoint(
+                args.output / "model.pt",
+                network,
+                normalization=base.normalization,
+                training=base.meta.get("training", {}) | {"refiner": recipe | {"last_step": step}},
+                data_hash=base.meta.get("data_hash"),
+            )
+            with open(args.output / "log.csv", "w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=list(log[0]))
+                writer.writeheader()
+                writer.writerows(log)
+
+
+if __name__ == "__main__":
+    main()
