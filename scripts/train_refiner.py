@@ -60,9 +60,11 @@ def fuse(refiner: BlendRefiner, case: Case) -> torch.Tensor:
 
 
 def evaluate(refiner: BlendRefiner, cases: list[Case]) -> list[dict]:
+    """Every case's scores; the functional correlation is NaN where there is no PET/SPECT."""
     with torch.no_grad():
         return [
-            {"case": c.name} | score(fuse(refiner, c)[0, 0].numpy(), c.sources, c.second, c.functional)
+            {"case": c.name, "corr_functional": float("nan")}
+            | score(fuse(refiner, c)[0, 0].numpy(), c.sources, c.second, c.functional)
             for c in cases
         ]
 
@@ -75,10 +77,17 @@ def means(rows: list[dict]) -> dict[str, float]:
         chosen = [r for r in rows if r["case"].startswith(task + "/")]
         prefix = f"{task} " if len(tasks) > 1 else ""
         for key in KEYS:
-            values = [r[key] for r in chosen if key in r]
+            values = [r[key] for r in chosen if key in r and not np.isnan(r[key])]
             if values:
                 out[prefix + key] = round(float(np.nanmean(values)), 4)
     return out
+
+
+def parse_objective(text: str) -> dict[str, float]:
+    objective = {key: float(value) for key, value in (item.split("=") for item in text.split(","))}
+    if unknown := set(objective) - set(KEYS):
+        raise SystemExit(f"unknown metrics {sorted(unknown)} in {text!r}; choose from {KEYS}")
+    return objective
 
 
 def main() -> None:
@@ -87,7 +96,14 @@ def main() -> None:
     )
     parser.add_argument("data", help="folder with train/ and dev/ Harvard-style splits")
     parser.add_argument("--task", default="CT-MRI", help="a task, or several separated by commas")
-    parser.add_argument("--objective", default="VIF=1,Qabf=4,SSIM=6,SCD=1")
+    parser.add_argument("--objective", default="VIF=1,Qabf=4,SSIM=6,SCD=1", help="KEY=WEIGHT,...")
+    parser.add_argument(
+        "--task-objective",
+        action="append",
+        default=[],
+        metavar="TASK:KEY=WEIGHT,...",
+        help="the objective for one task's pairs instead of --objective (repeatable)",
+    )
     parser.add_argument("--model", default="isfl-2d", help="the frozen 2D model whose weights are refined")
     parser.add_argument("--levels", type=int, default=2, help="refine the N finest levels")
     parser.add_argument("--hidden", type=int, default=32)
@@ -97,7 +113,11 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=300)
     parser.add_argument("--output", required=True, type=Path)
     args = parser.parse_args()
-    objective = {key: float(value) for key, value in (item.split("=") for item in args.objective.split(","))}
+    default_objective = parse_objective(args.objective)
+    objectives = {}
+    for item in args.task_objective:
+        task, _, weights = item.partition(":")
+        objectives[task] = parse_objective(weights)
     torch.set_num_threads(1)
     torch.manual_seed(0)
     args.output.mkdir(parents=True, exist_ok=True)
@@ -133,6 +153,7 @@ def main() -> None:
             values = surrogate_metrics(
                 fuse(refiner, case) * 255, sources, case.second if case.functional else None, case.mask
             )
+            objective = objectives.get(case.name.split("/")[0], default_objective)
             loss = loss - sum(weight * values[key] for key, weight in objective.items() if key in values)
         optimiser.zero_grad()
         (loss / args.batch).backward()
