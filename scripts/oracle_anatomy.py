@@ -34,9 +34,8 @@ from napari_isfl.normalization import FUNCTIONAL_MODALITIES
 SIGMAS = (0.7, 1.5, 3.0)
 
 
-def max_abs_logits(normalised: np.ndarray) -> list[torch.Tensor]:
+def max_abs_logits(bands: list[torch.Tensor]) -> list[torch.Tensor]:
     """Per-level logits that select, per pixel, the source with the largest band magnitude."""
-    bands = pyramid.laplacian_pyramid(torch.as_tensor(normalised, dtype=torch.float32)[None], LEVELS)
     return [
         torch.log(F.one_hot(b.abs().argmax(1), b.shape[1]).movedim(-1, 1).float().clamp_min(1e-4))
         for b in bands
@@ -62,6 +61,11 @@ def variants(
     out["model, max-abs at level 0"] = [max_abs[0], *model[1:]]
     out["model, max-abs at levels 0-1"] = [*max_abs[:2], *model[2:]]
     return out
+
+
+def weight_errors(weights: list[torch.Tensor], wanted: list[torch.Tensor]) -> list[float]:
+    """Mean |weight - wanted weight| per level."""
+    return [float((w - o).abs().mean()) for w, o in zip(weights, wanted, strict=True)]
 
 
 def fit_model(
@@ -91,17 +95,16 @@ def fit_model(
     with torch.no_grad():
         weights = network.blend_maps(images, modalities)["weights"]
         fused = pyramid.blend(images, weights)[0, 0].clamp(0, 1).numpy()
-    return fused, [float((w - o).abs().mean()) for w, o in zip(weights, wanted, strict=True)]
+    return fused, weight_errors(weights, wanted)
 
 
-def figure(normalised: np.ndarray, modalities: list[str], model, oracle, path: str) -> None:
+def figure(bands: list[torch.Tensor], modalities: list[str], model, oracle, path: str) -> None:
     """Bands of both sources and the first source's weight (model, oracle, difference) per level."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    bands = pyramid.laplacian_pyramid(torch.as_tensor(normalised, dtype=torch.float32)[None], LEVELS)
     fig, axes = plt.subplots(LEVELS, 5, figsize=(15, 3 * LEVELS))
     for level, row in enumerate(axes):
         w_model, w_oracle = (torch.softmax(t[level], dim=1)[0, 0] for t in (model, oracle))
@@ -144,11 +147,12 @@ def main() -> None:
     ):
         model = initial_logits(normalised, modalities, args.model)
         oracle = optimise_logits(normalised, modalities, second, objective, args.model, args.steps, args.lr)
+        bands = pyramid.laplacian_pyramid(torch.as_tensor(normalised, dtype=torch.float32)[None], LEVELS)
         if args.figure and number == 0:
-            figure(normalised, modalities, model, oracle, args.figure)
+            figure(bands, modalities, model, oracle, args.figure)
         sources = [to_uint8_scale(s) for s in normalised]
         functional = modalities[second] in FUNCTIONAL_MODALITIES
-        for name, logits in variants(oracle, model, max_abs_logits(normalised)).items():
+        for name, logits in variants(oracle, model, max_abs_logits(bands)).items():
             rows.setdefault(name, []).append(
                 score(blend_with(normalised, logits), sources, second, functional)
             )
@@ -159,10 +163,9 @@ def main() -> None:
             rows.setdefault(
                 f"model fitted to this oracle's {args.fit_to}, {args.fit_steps} steps", []
             ).append(score(fitted, sources, second, functional))
-            before = [
-                float((torch.softmax(m, dim=1) - torch.softmax(o, dim=1)).abs().mean())
-                for m, o in zip(model, oracle, strict=True)
-            ]
+            before = weight_errors(
+                [torch.softmax(t, dim=1) for t in model], [torch.softmax(t, dim=1) for t in oracle]
+            )
             print(
                 "mean |weight - oracle weight| per level, model:",
                 np.round(before, 3),

@@ -79,7 +79,7 @@ def means(rows: list[dict]) -> dict[str, float]:
         for key in KEYS:
             values = [r[key] for r in chosen if key in r and not np.isnan(r[key])]
             if values:
-                out[prefix + key] = round(float(np.nanmean(values)), 4)
+                out[prefix + key] = round(float(np.mean(values)), 4)
     return out
 
 

@@ -280,14 +280,12 @@ class BlendRefiner(nn.Module):
     def forward(self, images: torch.Tensor, weights: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Refined copies of ``weights`` (one ``(B, N, *spatial_s)`` map per level of ``images``'
         pyramid, finest first); levels beyond the refined ones are returned as they are."""
-        images = images.float()
-        bands = pyramid.laplacian_pyramid(images, len(weights))
-        refined, level_image = list(weights), images
+        level_images = pyramid.gaussian_pyramid(images.float(), len(weights))
+        bands = pyramid.bands_of(level_images)
+        refined = list(weights)
         for level, net in enumerate(self.nets):
-            if level:
-                level_image = pyramid.downsample(level_image)
+            level_image, band = level_images[level], bands[level]
             log_weight = torch.log(weights[level].float().clamp_min(1e-4))
-            band = bands[level]
             own = torch.stack(
                 [
                     10 * band,

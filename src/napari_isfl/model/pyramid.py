@@ -32,7 +32,16 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["band_saliency", "blend", "collapse", "downsample", "laplacian_pyramid", "upsample"]
+__all__ = [
+    "band_saliency",
+    "bands_of",
+    "blend",
+    "collapse",
+    "downsample",
+    "gaussian_pyramid",
+    "laplacian_pyramid",
+    "upsample",
+]
 
 _BINOMIAL = (1.0, 4.0, 6.0, 4.0, 1.0)
 
@@ -66,18 +75,30 @@ def upsample(images: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return F.interpolate(images, size=tuple(size), mode=mode, align_corners=False)
 
 
+def gaussian_pyramid(images: torch.Tensor, levels: int) -> list[torch.Tensor]:
+    """``levels`` images of ``(B, C, *spatial)``: the input, then each one :func:`downsample`-d."""
+    if levels < 1:
+        raise ValueError(f"a pyramid needs at least one level, got {levels}")
+    out = [images]
+    for _ in range(levels - 1):
+        out.append(downsample(out[-1]))
+    return out
+
+
+def bands_of(gaussian: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """The Laplacian bands of a :func:`gaussian_pyramid`: each level minus the upsampled next, and the
+    coarsest level itself as the base."""
+    details = [
+        fine - upsample(coarse, fine.shape[2:])
+        for fine, coarse in zip(gaussian[:-1], gaussian[1:], strict=True)
+    ]
+    return [*details, gaussian[-1]]
+
+
 def laplacian_pyramid(images: torch.Tensor, levels: int) -> list[torch.Tensor]:
     """``levels`` bands of ``(B, C, *spatial)``: details at full, 1/2, ... resolution, the last one the
     low-pass base. ``levels=1`` gives the image itself."""
-    if levels < 1:
-        raise ValueError(f"a pyramid needs at least one level, got {levels}")
-    bands, current = [], images
-    for _ in range(levels - 1):
-        coarser = downsample(current)
-        bands.append(current - upsample(coarser, current.shape[2:]))
-        current = coarser
-    bands.append(current)
-    return bands
+    return bands_of(gaussian_pyramid(images, levels))
 
 
 def collapse(bands: Sequence[torch.Tensor]) -> torch.Tensor:
