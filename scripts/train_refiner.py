@@ -14,6 +14,10 @@ network, loadable with ``--model``), ``log.csv`` and ``dev_per_case.csv``.
 
     python scripts/train_refiner.py ../shared/data/harvard --task CT-MRI,PET-MRI,SPECT-MRI \
         --objective VIF=2,Qabf=4.5,SSIM=6,SCD=1,corr_functional=2.5 --steps 1200 --output runs/refiner
+
+``--tags E`` gives the refiner an E-channel embedding of every source's modality tag, so one refiner
+learns a different choice per combination of modalities (per-task refiners beat one tag-blind refiner
+for all tasks).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ class Case:
 
     def __init__(self, name: str, normalised: np.ndarray, modalities: list[str], second: int, model) -> None:
         self.name, self.second = name, second
+        self.tags = torch.tensor([[model.modalities.index(m) for m in modalities]])
         self.images = torch.as_tensor(normalised, dtype=torch.float32)[None]
         with torch.no_grad():
             weights = model.blend_maps(self.images, modalities)["weights"]
@@ -56,7 +61,7 @@ class Case:
 
 def fuse(refiner: BlendRefiner, case: Case) -> torch.Tensor:
     """What the grafted network returns for this case (its frozen part's weights precomputed)."""
-    return pyramid.blend(case.images, refiner(case.images, case.weights)).clamp(0, 1)
+    return pyramid.blend(case.images, refiner(case.images, case.weights, case.tags)).clamp(0, 1)
 
 
 def evaluate(refiner: BlendRefiner, cases: list[Case]) -> list[dict]:
@@ -107,7 +112,11 @@ def main() -> None:
     parser.add_argument("--model", default="isfl-2d", help="the frozen 2D model whose weights are refined")
     parser.add_argument("--levels", type=int, default=2, help="refine the N finest levels")
     parser.add_argument("--hidden", type=int, default=32)
+    parser.add_argument(
+        "--tags", type=int, default=0, help="size of the refiner's modality-tag embedding (0: tag-blind)"
+    )
     parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--eval-every", type=int, default=300)
@@ -119,13 +128,14 @@ def main() -> None:
         task, _, weights = item.partition(":")
         objectives[task] = parse_objective(weights)
     torch.set_num_threads(1)
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed)
     args.output.mkdir(parents=True, exist_ok=True)
     base = load_model(args.model, spatial_dims=2)
     if base.network.init_args["head"] != "pyramid" or base.network.init_args["refiner_levels"]:
         parser.error(f"--model {args.model}: needs a pyramid-head model without a refiner")
     network = ISFLNet(
-        **base.network.init_args | {"refiner_levels": args.levels, "refiner_hidden": args.hidden}
+        **base.network.init_args
+        | {"refiner_levels": args.levels, "refiner_hidden": args.hidden, "refiner_tags": args.tags}
     )
     missing, unexpected = network.load_state_dict(base.network.state_dict(), strict=False)
     if unexpected or any(not key.startswith("refiner.") for key in missing):

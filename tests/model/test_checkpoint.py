@@ -38,6 +38,7 @@ def _payload(path: Path) -> dict:
         {"spatial_dims": 3, "head": "pyramid", "saliency": True},
         {"spatial_dims": 2, "head": "pyramid", "selector_hidden": 6},
         {"spatial_dims": 3, "head": "pyramid", "refiner_levels": 2, "refiner_hidden": 5},
+        {"spatial_dims": 2, "head": "pyramid", "refiner_levels": 1, "refiner_hidden": 4, "refiner_tags": 3},
     ],
     ids=[
         "2d",
@@ -49,6 +50,7 @@ def _payload(path: Path) -> dict:
         "pyramid-saliency",
         "pyramid-selector-branches",
         "pyramid-refiner",
+        "pyramid-refiner-tags",
     ],
 )
 def test_round_trip(tmp_path: Path, kwargs: dict) -> None:
@@ -148,7 +150,9 @@ def test_selector_hidden_must_be_a_small_integer(good: Path) -> None:
     _refused(good, "field arch_args.selector_hidden must be an integer in 0..")
 
 
-@pytest.mark.parametrize(("key", "value"), [("refiner_levels", 9), ("refiner_hidden", 0)])
+@pytest.mark.parametrize(
+    ("key", "value"), [("refiner_levels", 9), ("refiner_hidden", 0), ("refiner_tags", -1)]
+)
 def test_refiner_sizes_must_be_small_integers(good: Path, key: str, value: int) -> None:
     payload = _payload(good)
     payload["arch_args"][key] = value

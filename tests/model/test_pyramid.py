@@ -211,11 +211,40 @@ def test_refiner_follows_its_sources_in_any_order_and_number(dims) -> None:
             torch.testing.assert_close(out[level].sum(dim=1), torch.ones_like(out[level][:, 0]))
 
 
+@pytest.mark.parametrize("dims", [2, 3])
+def test_tagged_refiner_chooses_per_modality_pair_and_follows_source_order(dims) -> None:
+    """With ``refiner_tags`` the refiner sees which modalities it blends: the same images tagged MRI+CT
+    and MRI+SPECT get different weights, swapping sources with their tags swaps the weights, and a call
+    without tags is refused."""
+    from napari_isfl.model.network import BlendRefiner
+
+    torch.manual_seed(0)
+    refiner = BlendRefiner(dims, levels=1, hidden=6, num_modalities=4, tag_channels=3)
+    with torch.no_grad():
+        refiner.nets[0][-1].conv.weight.normal_(0, 0.5)
+    shape = (13, 18) if dims == 2 else (9, 10, 7)
+    images = torch.rand(2, 3, *shape)
+    weights = _random_weights(2, 3, shape, levels=2, seed=1)
+    tags = torch.tensor([[0, 1, 3], [0, 2, 3]])
+    out = refiner(images, weights, tags)
+    assert not torch.allclose(out[0][0], refiner(images[:1], [w[:1] for w in weights], tags[1:])[0][0])
+    order = [2, 0, 1]
+    swapped = refiner(images[:, order], [w[:, order] for w in weights], tags[:, order])
+    torch.testing.assert_close(swapped[0], out[0][:, order], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(out[0].sum(dim=1), torch.ones_like(out[0][:, 0]))
+    torch.testing.assert_close(out[1], weights[1])
+    with pytest.raises(ValueError, match="tag indices"):
+        refiner(images, weights)
+    with pytest.raises(ValueError, match="num_modalities"):
+        BlendRefiner(dims, levels=1, hidden=6, tag_channels=3)
+
+
 def test_refiner_arguments_are_checked() -> None:
     for kwargs in (
         {"refiner_levels": -1},
         {"refiner_levels": 1.5},
         {"refiner_levels": 1, "refiner_hidden": 0},
+        {"refiner_levels": 1, "refiner_tags": -2},
     ):
         with pytest.raises(ValueError, match="refiner_"):
             ISFLNet(2, head="pyramid", **kwargs)

@@ -56,6 +56,7 @@ _ARCH_KEYS = (
     "selector_hidden",
     "refiner_levels",
     "refiner_hidden",
+    "refiner_tags",
 )
 
 
@@ -285,6 +286,11 @@ def _check_schema(path: Path, payload: dict) -> None:
     if not _is_int(hidden) or not 1 <= hidden <= MAX_CHANNELS:
         raise _field_error(
             path, "arch_args.refiner_hidden", f"must be an integer in 1..{MAX_CHANNELS}, got {hidden!r}"
+        )
+    tags = args.get("refiner_tags", 0)
+    if not _is_int(tags) or not 0 <= tags <= MAX_CHANNELS:
+        raise _field_error(
+            path, "arch_args.refiner_tags", f"must be an integer in 0..{MAX_CHANNELS}, got {tags!r}"
         )
     normalization = payload.get("normalization") or {}
     if not isinstance(normalization, dict):

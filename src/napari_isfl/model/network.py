@@ -221,8 +221,11 @@ class BlendRefiner(nn.Module):
     it. A small convolutional net shared by all sources sees those five maps together with their mean
     and maximum over the sources (so it takes any number of sources, in any order) and returns a
     correction of that source's weight logit; the weights stay a softmax over the sources, so the fusion
-    stays a convex blend of them. The last layer is zero-initialised: a network grafted onto it starts
-    from its old blend. Why: the selectors read 16 smooth feature channels and cannot produce the
+    stays a convex blend of them. With ``tag_channels`` > 0 every source's maps also carry a learned
+    embedding of its modality tag (constant over space), so the pooled maps tell each source which
+    modalities it is blended with and one refiner can learn a different choice for MRI+CT than for
+    MRI+SPECT. The last layer is zero-initialised: a network grafted onto it starts from its old blend.
+    Why: the selectors read 16 smooth feature channels and cannot produce the
     pixel-sharp per-scale choices that keep each source's edges (docs/ABLATION.md, "A full-resolution
     refiner"); the refiner sees the sources' bands directly.
 
@@ -231,6 +234,8 @@ class BlendRefiner(nn.Module):
         levels: how many of the finest pyramid levels are refined (>= 1).
         hidden: channels of the two 3x3 convolutions.
         act: their activation (MONAI name or ``(name, args)``).
+        num_modalities: how many modality tags the embedding knows (needed with ``tag_channels``).
+        tag_channels: size of the per-modality embedding appended to every source's maps (0: none).
 
     Examples::
 
@@ -244,20 +249,37 @@ class BlendRefiner(nn.Module):
         >>> thirds = [torch.full((1, 3, 16, 16, 8), 1 / 3), torch.full((1, 3, 8, 8, 4), 1 / 3)]
         >>> torch.allclose(refiner3d(volume, thirds)[0], thirds[0])          # untrained: unchanged
         True
+        >>> tagged = BlendRefiner(2, levels=1, hidden=8, num_modalities=4, tag_channels=3)
+        >>> tags = torch.tensor([[0, 1]])                                   # e.g. mri, ct
+        >>> tagged(images, weights, tags)[0].shape
+        torch.Size([1, 2, 32, 32])
     """
 
     #: per-source maps: band, |band|, gradient magnitude, level image, log weight
     PER_SOURCE = 5
 
     def __init__(
-        self, spatial_dims: int, levels: int, hidden: int, act: tuple | str | None = _DEFAULT_ACT
+        self,
+        spatial_dims: int,
+        levels: int,
+        hidden: int,
+        act: tuple | str | None = _DEFAULT_ACT,
+        num_modalities: int = 0,
+        tag_channels: int = 0,
     ) -> None:
         super().__init__()
-        if levels < 1 or hidden < 1:
-            raise ValueError(f"a refiner needs levels >= 1 and hidden >= 1, got {levels}, {hidden}")
+        if levels < 1 or hidden < 1 or tag_channels < 0:
+            raise ValueError(
+                f"a refiner needs levels >= 1, hidden >= 1 and tag_channels >= 0, got {levels}, {hidden}, "
+                f"{tag_channels}"
+            )
+        if tag_channels and num_modalities < 1:
+            raise ValueError(f"tag_channels={tag_channels} needs num_modalities >= 1, got {num_modalities}")
+        self.tags = nn.Embedding(num_modalities, tag_channels) if tag_channels else None
+        per_source = self.PER_SOURCE + tag_channels
         self.nets = nn.ModuleList(
             nn.Sequential(
-                Convolution(spatial_dims, 3 * self.PER_SOURCE, hidden, kernel_size=3, act=act, norm=None),
+                Convolution(spatial_dims, 3 * per_source, hidden, kernel_size=3, act=act, norm=None),
                 Convolution(spatial_dims, hidden, hidden, kernel_size=3, act=act, norm=None),
                 Convolution(spatial_dims, hidden, 1, kernel_size=1, conv_only=True),
             )
@@ -277,9 +299,14 @@ class BlendRefiner(nn.Module):
             total = total + F.pad(step, pad)
         return total
 
-    def forward(self, images: torch.Tensor, weights: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    def forward(
+        self, images: torch.Tensor, weights: Sequence[torch.Tensor], modality: torch.Tensor | None = None
+    ) -> list[torch.Tensor]:
         """Refined copies of ``weights`` (one ``(B, N, *spatial_s)`` map per level of ``images``'
-        pyramid, finest first); levels beyond the refined ones are returned as they are."""
+        pyramid, finest first); levels beyond the refined ones are returned as they are. ``modality``:
+        the sources' tag indices ``(B, N)``, required when the refiner has tag embeddings."""
+        if self.tags is not None and modality is None:
+            raise ValueError("this refiner embeds modality tags: pass the sources' tag indices")
         level_images = pyramid.gaussian_pyramid(images.float(), len(weights))
         bands = pyramid.bands_of(level_images)
         refined = list(weights)
@@ -296,6 +323,10 @@ class BlendRefiner(nn.Module):
                 ],
                 dim=2,
             )  # (B, N, PER_SOURCE, *spatial_s)
+            if self.tags is not None:
+                tag = self.tags(modality.expand(own.shape[0], -1)).to(own.dtype)  # (B, N, E)
+                tag = tag.reshape(*tag.shape, *([1] * (own.ndim - 3))).expand(*tag.shape, *own.shape[3:])
+                own = torch.cat([own, tag], dim=2)
             pooled = torch.cat([own.mean(dim=1), own.amax(dim=1)], dim=1).unsqueeze(1)
             joint = torch.cat([own, pooled.expand(-1, own.shape[1], *pooled.shape[2:])], dim=2)
             correction = net(joint.flatten(0, 1))[:, 0].unflatten(0, own.shape[:2])
@@ -377,6 +408,8 @@ class ISFLNet(nn.Module):
             this many of the finest levels from the sources' own bands there (full-resolution capacity
             the selectors lack). Zero-initialised, like the options above.
         refiner_hidden: channels of the refiner's convolutions.
+        refiner_tags: size of the refiner's per-modality embedding (0: the refiner does not see the
+            tags), so one refiner can choose differently for each combination of modalities.
         norm: normalisation, batch norm by default (a per-channel affine map in evaluation mode, so
             it adds no dependence on the window; the pooled attention and the convolutions' zero
             padding still make sliding-window results differ slightly from a single pass).
@@ -418,6 +451,7 @@ class ISFLNet(nn.Module):
         selector_hidden: int = 0,
         refiner_levels: int = 0,
         refiner_hidden: int = 32,
+        refiner_tags: int = 0,
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -456,6 +490,7 @@ class ISFLNet(nn.Module):
         for name, value, low in (
             ("refiner_levels", refiner_levels, 0),
             ("refiner_hidden", refiner_hidden, 1),
+            ("refiner_tags", refiner_tags, 0),
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
@@ -482,6 +517,7 @@ class ISFLNet(nn.Module):
             "selector_hidden": selector_hidden,
             "refiner_levels": refiner_levels,
             "refiner_hidden": refiner_hidden,
+            "refiner_tags": refiner_tags,
         }
         self.features = features
         self.encoder_mode = encoder
@@ -554,7 +590,9 @@ class ISFLNet(nn.Module):
                 nn.init.zeros_(branch[1].conv.weight)
                 nn.init.zeros_(branch[1].conv.bias)
             self.refiner = (
-                BlendRefiner(spatial_dims, refiner_levels, refiner_hidden, act) if refiner_levels else None
+                BlendRefiner(spatial_dims, refiner_levels, refiner_hidden, act, len(modalities), refiner_tags)
+                if refiner_levels
+                else None
             )
 
     def encode(self, images: torch.Tensor, modality: torch.Tensor) -> list[torch.Tensor]:
@@ -679,7 +717,7 @@ class ISFLNet(nn.Module):
                     level_logits = level_logits + cue[:, 0].unflatten(0, own.shape[:2]).to(level_logits.dtype)
                 weights.insert(0, torch.softmax(level_logits.float(), dim=1).to(level_logits.dtype))
             if self.refiner is not None:
-                weights = self.refiner(padded, weights)
+                weights = self.refiner(padded, weights, modality)
             maps["weights"] = weights
             maps["residual"] = self.residual(fused_scales[0]) if self.residual is not None else None
         return maps

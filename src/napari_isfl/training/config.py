@@ -62,6 +62,7 @@ class ModelConfig:
     selector_hidden: int = 0
     refiner_levels: int = 0
     refiner_hidden: int = 32
+    refiner_tags: int = 0
 
     def __post_init__(self) -> None:
         if self.spatial_dims not in (2, 3):
