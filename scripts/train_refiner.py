@@ -117,6 +117,11 @@ def main() -> None:
     )
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--balance-tasks",
+        action="store_true",
+        help="draw every task equally often (default: every pair equally often, so small tasks are rare)",
+    )
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--eval-every", type=int, default=300)
@@ -150,6 +155,7 @@ def main() -> None:
         ]
         for split in ("train", "dev")
     )
+    by_task = [[c for c in train if c.name.startswith(task + "/")] for task in args.task.split(",")]
     refiner = network.refiner
     optimiser = torch.optim.Adam(refiner.parameters(), lr=args.lr)
     log = [{"step": 0, "seconds": 0.0} | means(evaluate(refiner, dev))]
@@ -157,8 +163,9 @@ def main() -> None:
     start = time.time()
     for step in range(1, args.steps + 1):
         loss = torch.zeros(())
-        for index in torch.randint(len(train), (args.batch,)).tolist():
-            case = train[index]
+        for _ in range(args.batch):
+            pool = by_task[int(torch.randint(len(by_task), ()))] if args.balance_tasks else train
+            case = pool[int(torch.randint(len(pool), ()))]
             sources = [case.images[:, i : i + 1] * 255 for i in range(2)]
             values = surrogate_metrics(
                 fuse(refiner, case) * 255, sources, case.second if case.functional else None, case.mask
