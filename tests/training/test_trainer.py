@@ -19,7 +19,7 @@ from napari_isfl.cases import LoadedCase, cases_from_folder
 from napari_isfl.model.checkpoint import load_model
 from napari_isfl.training.config import OptimConfig, load_config
 from napari_isfl.training.dataset import CropDataset
-from napari_isfl.training.trainer import _portable, read_log, train
+from napari_isfl.training.trainer import _initialise_from, _portable, read_log, train
 
 
 def _phantom_pair(seed: int, size: int = 40) -> tuple[np.ndarray, np.ndarray]:
@@ -401,3 +401,23 @@ def test_checkpoints_record_data_paths_relative_to_the_working_directory(
     assert portable["data"]["crop_size"] == [64, 64] and portable["model"] == config["model"]
     assert config["data"]["root"] == str(tmp_path / "data")  # the run's own config is untouched
     assert config["run"]["init"] == str(tmp_path / "runs" / "model.pt")
+
+
+def test_fine_tuning_into_a_smaller_network_says_what_it_leaves_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A checkpoint with a refiner, fine-tuned under a config without one, keeps everything that fits and
+    names the refiner it drops (it used to vanish silently)."""
+    from napari_isfl.model.checkpoint import save_checkpoint
+    from napari_isfl.model.network import ISFLNet
+
+    kwargs = {"features": (8, 8), "grid_size": 2, "head": "pyramid"}
+    refined = ISFLNet(2, refiner_levels=1, refiner_hidden=4, refiner_tags=2, **kwargs)
+    path = save_checkpoint(tmp_path / "refined.pt", refined)
+    plain = ISFLNet(2, **kwargs)
+    assert _initialise_from(plain, str(path)) == []
+    message = capsys.readouterr().err
+    assert "refiner weights do not fit" in message and "model.refiner_levels" in message
+    torch.testing.assert_close(
+        plain.state_dict()["selectors.0.conv.weight"], refined.state_dict()["selectors.0.conv.weight"]
+    )

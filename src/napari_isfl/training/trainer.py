@@ -107,6 +107,16 @@ def _initialise_from(network: ISFLNet, checkpoint: str) -> list[str]:
     fresh = sorted(k for k in target if k not in matching)
     if fresh:
         print(f"init from {checkpoint}: {len(matching)} tensors copied, {len(fresh)} new", file=sys.stderr)
+    # parts of the checkpoint the configured network has no place for (e.g. isfl-2d v7's refiner under
+    # a config without model.refiner_levels) would vanish silently from the fine-tuned model: say so
+    left_out = sorted({k.split(".")[0] for k in source if k not in matching})
+    if left_out:
+        print(
+            f"init from {checkpoint}: its {', '.join(left_out)} weights do not fit the configured network "
+            "and are left out; to keep them, configure the checkpoint's architecture (isfl-2d v7: --set "
+            "model.refiner_levels=3 --set model.refiner_tags=4)",
+            file=sys.stderr,
+        )
     return fresh
 
 
