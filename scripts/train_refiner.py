@@ -109,7 +109,11 @@ def main() -> None:
         metavar="TASK:KEY=WEIGHT,...",
         help="the objective for one task's pairs instead of --objective (repeatable)",
     )
-    parser.add_argument("--model", default="isfl-2d", help="the frozen 2D model whose weights are refined")
+    parser.add_argument(
+        "--model",
+        default="isfl-2d",
+        help="the frozen 2D model whose weights are refined; one with a refiner continues training it",
+    )
     parser.add_argument("--levels", type=int, default=2, help="refine the N finest levels")
     parser.add_argument("--hidden", type=int, default=32)
     parser.add_argument(
@@ -124,6 +128,7 @@ def main() -> None:
     )
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--cosine", action="store_true", help="cosine learning-rate decay to 2 %% of --lr")
     parser.add_argument("--eval-every", type=int, default=300)
     parser.add_argument("--output", required=True, type=Path)
     args = parser.parse_args()
@@ -136,17 +141,25 @@ def main() -> None:
     torch.manual_seed(args.seed)
     args.output.mkdir(parents=True, exist_ok=True)
     base = load_model(args.model, spatial_dims=2)
-    if base.network.init_args["head"] != "pyramid" or base.network.init_args["refiner_levels"]:
-        parser.error(f"--model {args.model}: needs a pyramid-head model without a refiner")
-    network = ISFLNet(
-        **base.network.init_args
-        | {"refiner_levels": args.levels, "refiner_hidden": args.hidden, "refiner_tags": args.tags}
-    )
+    if base.network.init_args["head"] != "pyramid":
+        parser.error(f"--model {args.model}: needs a pyramid-head model")
+    refiner_args = {"refiner_levels": args.levels, "refiner_hidden": args.hidden, "refiner_tags": args.tags}
+    # a model with a refiner continues training its own: the same sizes are needed
+    if base.network.refiner is not None and any(
+        base.network.init_args[k] != v for k, v in refiner_args.items()
+    ):
+        parser.error(
+            f"--model {args.model} has a refiner with "
+            + ", ".join(f"{k}={base.network.init_args[k]}" for k in refiner_args)
+            + ": give the same --levels, --hidden and --tags to continue training it"
+        )
+    network = ISFLNet(**base.network.init_args | refiner_args)
     missing, unexpected = network.load_state_dict(base.network.state_dict(), strict=False)
     if unexpected or any(not key.startswith("refiner.") for key in missing):
         raise RuntimeError(f"grafting failed: missing {missing}, unexpected {unexpected}")
     network.eval()
     model = base.network
+    model.refiner = None  # the frozen part's own weights, before any refiner
     train, dev = (
         [
             Case(*case, model)
@@ -158,6 +171,12 @@ def main() -> None:
     by_task = [[c for c in train if c.name.startswith(task + "/")] for task in args.task.split(",")]
     refiner = network.refiner
     optimiser = torch.optim.Adam(refiner.parameters(), lr=args.lr)
+    # --cosine: the learning rate falls to 2 % by the last step, so the kept step is not one sample of
+    # a constant-rate wobble
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimiser,
+        lambda step: 0.02 + 0.98 * 0.5 * (1 + np.cos(np.pi * step / args.steps)) if args.cosine else 1.0,
+    )
     log = [{"step": 0, "seconds": 0.0} | means(evaluate(refiner, dev))]
     print(log[-1], flush=True)
     start = time.time()
@@ -175,6 +194,7 @@ def main() -> None:
         optimiser.zero_grad()
         (loss / args.batch).backward()
         optimiser.step()
+        scheduler.step()
         if step % args.eval_every == 0 or step == args.steps:
             rows = evaluate(refiner, dev)
             log.append({"step": step, "seconds": round(time.time() - start, 1)} | means(rows))
