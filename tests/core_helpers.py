@@ -6,6 +6,7 @@ Everything here is small and seeded so the tests stay fast and reproducible on t
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -163,3 +164,11 @@ def metric_phantom(shape: tuple[int, ...], seed: int) -> np.ndarray:
     image += rng.normal(0.0, 0.03, shape)
     image = (image - image.min()) / (image.max() - image.min())
     return np.round(image * 255.0)
+
+
+def default_sigint() -> None:
+    """``preexec_fn`` for a child that a signal test interrupts: give it the default SIGINT disposition.
+    A shell without job control starts background commands with SIGINT ignored and children inherit
+    that (so Python never raises KeyboardInterrupt); the tests are about the CLI's handling of Ctrl-C,
+    not about how the test runner itself was launched."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 
-from core_helpers import OBLIQUE_AFFINE, leftovers, phantom_stack, save_tiny_checkpoint
+from core_helpers import OBLIQUE_AFFINE, default_sigint, leftovers, phantom_stack, save_tiny_checkpoint
 from napari_isfl.cli import main
 
 SHAPE = (17, 22, 13)
@@ -388,6 +388,7 @@ def _run_until(args: list[str], phase: str, sig: int, tmp: Path) -> tuple[int, s
         text=True,
         env=env,
         cwd=tmp,
+        preexec_fn=default_sigint,
     )
     deadline = time.monotonic() + 240
     if phase == "WRITING":

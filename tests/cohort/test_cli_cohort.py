@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from cohort_helpers import write_cohort
 
-from core_helpers import leftovers
+from core_helpers import default_sigint, leftovers
 from napari_isfl.cli import main
 
 pytest.importorskip("distributed")
@@ -96,7 +96,11 @@ def test_signals_stop_a_real_run_cleanly(
                "--stability"]  # fmt: skip
     command = [sys.executable, "-m", "napari_isfl.cli", "cohort", str(manifest), *options]
     process = subprocess.Popen(
-        command, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "100"}
+        command,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COLUMNS": "100"},
+        preexec_fn=default_sigint,
     )
     deadline = time.monotonic() + 120
     while len(list(out.glob("*/provenance.json"))) < 2 and time.monotonic() < deadline:
