@@ -35,7 +35,7 @@ from blend_oracle import functional_mask, surrogate_metrics
 from napari_isfl.evaluation.metrics import to_uint8_scale
 from napari_isfl.model import pyramid
 from napari_isfl.model.checkpoint import load_model, save_checkpoint
-from napari_isfl.model.network import BlendRefiner, ISFLNet
+from napari_isfl.model.network import BlendRefiner, ISFLNet, modality_indices
 from napari_isfl.normalization import FUNCTIONAL_MODALITIES
 
 
@@ -45,7 +45,7 @@ class Case:
 
     def __init__(self, name: str, normalised: np.ndarray, modalities: list[str], second: int, model) -> None:
         self.name, self.second = name, second
-        self.tags = torch.tensor([[model.modalities.index(m) for m in modalities]])
+        self.tags = modality_indices(modalities, model.modalities, 1, torch.device("cpu"))
         self.images = torch.as_tensor(normalised, dtype=torch.float32)[None]
         with torch.no_grad():
             weights = model.blend_maps(self.images, modalities)["weights"]

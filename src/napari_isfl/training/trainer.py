@@ -98,7 +98,8 @@ def _initialise_from(network: ISFLNet, checkpoint: str) -> list[str]:
     """
     from ..model.checkpoint import load_model
 
-    source = load_model(checkpoint, network.spatial_dims).network.state_dict()
+    loaded = load_model(checkpoint, network.spatial_dims).network
+    source = loaded.state_dict()
     target = network.state_dict()
     matching = {k: v for k, v in source.items() if k in target and target[k].shape == v.shape}
     if not matching:
@@ -111,10 +112,14 @@ def _initialise_from(network: ISFLNet, checkpoint: str) -> list[str]:
     # a config without model.refiner_levels) would vanish silently from the fine-tuned model: say so
     left_out = sorted({k.split(".")[0] for k in source if k not in matching})
     if left_out:
+        settings = " ".join(
+            f"--set model.{key}={value}"
+            for key, value in loaded.init_args.items()
+            if key != "spatial_dims" and network.init_args.get(key) != value
+        )
         print(
             f"init from {checkpoint}: its {', '.join(left_out)} weights do not fit the configured network "
-            "and are left out; to keep them, configure the checkpoint's architecture (isfl-2d v7: --set "
-            "model.refiner_levels=3 --set model.refiner_tags=4)",
+            f"and are left out; to keep them, configure the checkpoint's architecture ({settings})",
             file=sys.stderr,
         )
     return fresh
