@@ -117,6 +117,12 @@ def main() -> None:
     parser.add_argument("--levels", type=int, default=2, help="refine the N finest levels")
     parser.add_argument("--hidden", type=int, default=32)
     parser.add_argument(
+        "--depth",
+        type=int,
+        default=2,
+        help="3x3 convolutions per level (dilated 1, 1, 2, 4, ...: a wider view)",
+    )
+    parser.add_argument(
         "--tags", type=int, default=0, help="size of the refiner's modality-tag embedding (0: tag-blind)"
     )
     parser.add_argument("--steps", type=int, default=1500)
@@ -143,7 +149,12 @@ def main() -> None:
     base = load_model(args.model, spatial_dims=2)
     if base.network.init_args["head"] != "pyramid":
         parser.error(f"--model {args.model}: needs a pyramid-head model")
-    refiner_args = {"refiner_levels": args.levels, "refiner_hidden": args.hidden, "refiner_tags": args.tags}
+    refiner_args = {
+        "refiner_levels": args.levels,
+        "refiner_hidden": args.hidden,
+        "refiner_tags": args.tags,
+        "refiner_depth": args.depth,
+    }
     # a model with a refiner continues training its own: the same sizes are needed
     if base.network.refiner is not None and any(
         base.network.init_args[k] != v for k, v in refiner_args.items()
@@ -151,7 +162,7 @@ def main() -> None:
         parser.error(
             f"--model {args.model} has a refiner with "
             + ", ".join(f"{k}={base.network.init_args[k]}" for k in refiner_args)
-            + ": give the same --levels, --hidden and --tags to continue training it"
+            + ": give the same --levels, --hidden, --tags and --depth to continue training it"
         )
     network = ISFLNet(**base.network.init_args | refiner_args)
     missing, unexpected = network.load_state_dict(base.network.state_dict(), strict=False)

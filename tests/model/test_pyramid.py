@@ -239,12 +239,40 @@ def test_tagged_refiner_chooses_per_modality_pair_and_follows_source_order(dims)
         BlendRefiner(dims, levels=1, hidden=6, tag_channels=3)
 
 
+@pytest.mark.parametrize(("dims", "depth", "reach"), [(2, 2, 2), (2, 4, 8), (3, 3, 4)])
+def test_refiner_depth_widens_what_one_weight_sees(dims, depth, reach) -> None:
+    """``depth`` 3x3 convolutions dilated 1, 1, 2, 4, ... see ``2 ** depth + 1`` pixels across: a change
+    of the sources ``reach`` pixels away moves the refined weight at the centre, one pixel further does
+    not. Still a convex blend, and an untrained refiner of any depth leaves the weights as they were."""
+    from napari_isfl.model.network import BlendRefiner
+
+    torch.manual_seed(0)
+    refiner = BlendRefiner(dims, levels=1, hidden=4, depth=depth)
+    shape = (41,) * dims
+    images = torch.rand(1, 2, *shape)
+    weights = [torch.full((1, 2, *(-(-n // 2**s) for n in shape)), 0.5) for s in range(2)]
+    with torch.no_grad():
+        torch.testing.assert_close(refiner(images, weights)[0], weights[0])
+        refiner.nets[0][-1].conv.weight.normal_(0, 0.5)
+        centre = (20,) * dims
+        before = refiner(images, weights)[0][(0, 0, *centre)]
+        for offset, moves in ((reach, True), (reach + 1, False)):
+            # change only the incoming weights at one pixel (the image maps stay as they were), so what
+            # is measured is the refiner's own receptive field
+            changed = [w.clone() for w in weights]
+            changed[0][(0, 0, *(c + offset if i == 0 else c for i, c in enumerate(centre)))] = 0.01
+            changed[0][(0, 1, *(c + offset if i == 0 else c for i, c in enumerate(centre)))] = 0.99
+            after = refiner(images, changed)[0][(0, 0, *centre)]
+            assert (abs(float(after - before)) > 1e-5) == moves, (offset, moves, float(after - before))
+
+
 def test_refiner_arguments_are_checked() -> None:
     for kwargs in (
         {"refiner_levels": -1},
         {"refiner_levels": 1.5},
         {"refiner_levels": 1, "refiner_hidden": 0},
         {"refiner_levels": 1, "refiner_tags": -2},
+        {"refiner_levels": 1, "refiner_depth": 0},
     ):
         with pytest.raises(ValueError, match="refiner_"):
             ISFLNet(2, head="pyramid", **kwargs)

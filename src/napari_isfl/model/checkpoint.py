@@ -57,6 +57,7 @@ _ARCH_KEYS = (
     "refiner_levels",
     "refiner_hidden",
     "refiner_tags",
+    "refiner_depth",
 )
 
 
@@ -292,6 +293,9 @@ def _check_schema(path: Path, payload: dict) -> None:
         raise _field_error(
             path, "arch_args.refiner_tags", f"must be an integer in 0..{MAX_CHANNELS}, got {tags!r}"
         )
+    depth = args.get("refiner_depth", 2)
+    if not _is_int(depth) or not 1 <= depth <= 8:
+        raise _field_error(path, "arch_args.refiner_depth", f"must be an integer in 1..8, got {depth!r}")
     normalization = payload.get("normalization") or {}
     if not isinstance(normalization, dict):
         raise _field_error(path, "normalization", f"must be a mapping, got {type(normalization).__name__}")

@@ -232,10 +232,13 @@ class BlendRefiner(nn.Module):
     Args:
         spatial_dims: 2 or 3.
         levels: how many of the finest pyramid levels are refined (>= 1).
-        hidden: channels of the two 3x3 convolutions.
+        hidden: channels of the 3x3 convolutions.
         act: their activation (MONAI name or ``(name, args)``).
         num_modalities: how many modality tags the embedding knows (needed with ``tag_channels``).
         tag_channels: size of the per-modality embedding appended to every source's maps (0: none).
+        depth: how many 3x3 convolutions; after the second their dilation doubles (1, 1, 2, 4, ...), so
+            the choice at a pixel can see 2 ** depth + 1 pixels across (5 with the default 2) at the cost
+            of one convolution per doubling.
 
     Examples::
 
@@ -266,12 +269,13 @@ class BlendRefiner(nn.Module):
         act: tuple | str | None = _DEFAULT_ACT,
         num_modalities: int = 0,
         tag_channels: int = 0,
+        depth: int = 2,
     ) -> None:
         super().__init__()
-        if levels < 1 or hidden < 1 or tag_channels < 0:
+        if levels < 1 or hidden < 1 or tag_channels < 0 or depth < 1:
             raise ValueError(
-                f"a refiner needs levels >= 1, hidden >= 1 and tag_channels >= 0, got {levels}, {hidden}, "
-                f"{tag_channels}"
+                f"a refiner needs levels >= 1, hidden >= 1, tag_channels >= 0 and depth >= 1, got {levels}, "
+                f"{hidden}, {tag_channels}, {depth}"
             )
         if tag_channels and num_modalities < 1:
             raise ValueError(f"tag_channels={tag_channels} needs num_modalities >= 1, got {num_modalities}")
@@ -279,8 +283,18 @@ class BlendRefiner(nn.Module):
         per_source = self.PER_SOURCE + tag_channels
         self.nets = nn.ModuleList(
             nn.Sequential(
-                Convolution(spatial_dims, 3 * per_source, hidden, kernel_size=3, act=act, norm=None),
-                Convolution(spatial_dims, hidden, hidden, kernel_size=3, act=act, norm=None),
+                *(
+                    Convolution(
+                        spatial_dims,
+                        3 * per_source if layer == 0 else hidden,
+                        hidden,
+                        kernel_size=3,
+                        dilation=self.dilation(layer),
+                        act=act,
+                        norm=None,
+                    )
+                    for layer in range(depth)
+                ),
                 Convolution(spatial_dims, hidden, 1, kernel_size=1, conv_only=True),
             )
             for _ in range(levels)
@@ -288,6 +302,11 @@ class BlendRefiner(nn.Module):
         for net in self.nets:
             nn.init.zeros_(net[-1].conv.weight)
             nn.init.zeros_(net[-1].conv.bias)
+
+    @staticmethod
+    def dilation(layer: int) -> int:
+        """Dilation of 3x3 convolution ``layer``: 1, 1, 2, 4, ... so depth d sees 2 ** d + 1 pixels."""
+        return 2 ** max(layer - 1, 0)
 
     @staticmethod
     def _gradient_magnitude(images: torch.Tensor) -> torch.Tensor:
@@ -410,6 +429,8 @@ class ISFLNet(nn.Module):
         refiner_hidden: channels of the refiner's convolutions.
         refiner_tags: size of the refiner's per-modality embedding (0: the refiner does not see the
             tags), so one refiner can choose differently for each combination of modalities.
+        refiner_depth: the refiner's 3x3 convolutions per level (dilated 1, 1, 2, 4, ...; 2 sees 5
+            pixels across, 4 sees 17).
         norm: normalisation, batch norm by default (a per-channel affine map in evaluation mode, so
             it adds no dependence on the window; the pooled attention and the convolutions' zero
             padding still make sliding-window results differ slightly from a single pass).
@@ -452,6 +473,7 @@ class ISFLNet(nn.Module):
         refiner_levels: int = 0,
         refiner_hidden: int = 32,
         refiner_tags: int = 0,
+        refiner_depth: int = 2,
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -491,6 +513,7 @@ class ISFLNet(nn.Module):
             ("refiner_levels", refiner_levels, 0),
             ("refiner_hidden", refiner_hidden, 1),
             ("refiner_tags", refiner_tags, 0),
+            ("refiner_depth", refiner_depth, 1),
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
@@ -518,6 +541,7 @@ class ISFLNet(nn.Module):
             "refiner_levels": refiner_levels,
             "refiner_hidden": refiner_hidden,
             "refiner_tags": refiner_tags,
+            "refiner_depth": refiner_depth,
         }
         self.features = features
         self.encoder_mode = encoder
@@ -590,7 +614,15 @@ class ISFLNet(nn.Module):
                 nn.init.zeros_(branch[1].conv.weight)
                 nn.init.zeros_(branch[1].conv.bias)
             self.refiner = (
-                BlendRefiner(spatial_dims, refiner_levels, refiner_hidden, act, len(modalities), refiner_tags)
+                BlendRefiner(
+                    spatial_dims,
+                    refiner_levels,
+                    refiner_hidden,
+                    act,
+                    len(modalities),
+                    refiner_tags,
+                    refiner_depth,
+                )
                 if refiner_levels
                 else None
             )

@@ -63,6 +63,7 @@ class ModelConfig:
     refiner_levels: int = 0
     refiner_hidden: int = 32
     refiner_tags: int = 0
+    refiner_depth: int = 2
 
     def __post_init__(self) -> None:
         if self.spatial_dims not in (2, 3):
