@@ -44,7 +44,7 @@ class Case:
     mask (PET/SPECT pairs) and the 8-bit sources ``isfl evaluate`` scores against."""
 
     def __init__(self, name: str, normalised: np.ndarray, modalities: list[str], second: int, model) -> None:
-        self.name, self.second = name, second
+        self.name, self.second, self.modalities = name, second, modalities
         self.tags = modality_indices(modalities, model.modalities, 1, torch.device("cpu"))
         self.images = torch.as_tensor(normalised, dtype=torch.float32)[None]
         with torch.no_grad():
@@ -59,17 +59,22 @@ class Case:
         self.sources = [to_uint8_scale(s) for s in normalised]
 
 
-def fuse(refiner: BlendRefiner, case: Case) -> torch.Tensor:
-    """What the grafted network returns for this case (its frozen part's weights precomputed)."""
+def fuse(refiner: BlendRefiner, case: Case, network: ISFLNet | None = None) -> torch.Tensor:
+    """What the grafted network returns for this case: from the frozen part's precomputed weights, or,
+    with ``network`` (``--train-selectors``), from the whole network, whose selectors are trained too."""
+    if network is not None:
+        return pyramid.blend(case.images, network.blend_maps(case.images, case.modalities)["weights"]).clamp(
+            0, 1
+        )
     return pyramid.blend(case.images, refiner(case.images, case.weights, case.tags)).clamp(0, 1)
 
 
-def evaluate(refiner: BlendRefiner, cases: list[Case]) -> list[dict]:
+def evaluate(refiner: BlendRefiner, cases: list[Case], network: ISFLNet | None = None) -> list[dict]:
     """Every case's scores; the functional correlation is NaN where there is no PET/SPECT."""
     with torch.no_grad():
         return [
             {"case": c.name, "corr_functional": float("nan")}
-            | score(fuse(refiner, c)[0, 0].numpy(), c.sources, c.second, c.functional)
+            | score(fuse(refiner, c, network)[0, 0].numpy(), c.sources, c.second, c.functional)
             for c in cases
         ]
 
@@ -135,6 +140,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--cosine", action="store_true", help="cosine learning-rate decay to 2 %% of --lr")
+    parser.add_argument(
+        "--train-selectors",
+        action="store_true",
+        help="train the pyramid head's selectors with the refiner (the encoder and integrators stay frozen)",
+    )
     parser.add_argument("--eval-every", type=int, default=300)
     parser.add_argument("--output", required=True, type=Path)
     args = parser.parse_args()
@@ -181,14 +191,28 @@ def main() -> None:
     )
     by_task = [[c for c in train if c.name.startswith(task + "/")] for task in args.task.split(",")]
     refiner = network.refiner
-    optimiser = torch.optim.Adam(refiner.parameters(), lr=args.lr)
+    trained = [refiner]
+    whole = None  # with --train-selectors every step runs the whole network (the encoder without grads)
+    if args.train_selectors:
+        for parameter in network.parameters():
+            parameter.requires_grad_(False)
+        trained += [
+            m
+            for m in (network.selectors, network.selector_branches, network.saliency_filters)
+            if m is not None
+        ]
+        whole = network
+    parameters = [p for module in trained for p in module.parameters()]
+    for parameter in parameters:
+        parameter.requires_grad_(True)
+    optimiser = torch.optim.Adam(parameters, lr=args.lr)
     # --cosine: the learning rate falls to 2 % by the last step, so the kept step is not one sample of
     # a constant-rate wobble
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimiser,
         lambda step: 0.02 + 0.98 * 0.5 * (1 + np.cos(np.pi * step / args.steps)) if args.cosine else 1.0,
     )
-    log = [{"step": 0, "seconds": 0.0} | means(evaluate(refiner, dev))]
+    log = [{"step": 0, "seconds": 0.0} | means(evaluate(refiner, dev, whole))]
     print(log[-1], flush=True)
     start = time.time()
     for step in range(1, args.steps + 1):
@@ -198,7 +222,7 @@ def main() -> None:
             case = pool[int(torch.randint(len(pool), ()))]
             sources = [case.images[:, i : i + 1] * 255 for i in range(2)]
             values = surrogate_metrics(
-                fuse(refiner, case) * 255, sources, case.second if case.functional else None, case.mask
+                fuse(refiner, case, whole) * 255, sources, case.second if case.functional else None, case.mask
             )
             objective = objectives.get(case.name.split("/")[0], default_objective)
             loss = loss - sum(weight * values[key] for key, weight in objective.items() if key in values)
@@ -207,7 +231,7 @@ def main() -> None:
         optimiser.step()
         scheduler.step()
         if step % args.eval_every == 0 or step == args.steps:
-            rows = evaluate(refiner, dev)
+            rows = evaluate(refiner, dev, whole)
             log.append({"step": step, "seconds": round(time.time() - start, 1)} | means(rows))
             print(log[-1], flush=True)
             write_rows(args.output / "dev_per_case.csv", rows)
