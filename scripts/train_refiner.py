@@ -60,8 +60,9 @@ class Case:
 
 
 def fuse(refiner: BlendRefiner, case: Case, network: ISFLNet | None = None) -> torch.Tensor:
-    """What the grafted network returns for this case: from the frozen part's precomputed weights, or,
-    with ``network`` (``--train-selectors``), from the whole network, whose selectors are trained too."""
+    """What the grafted network returns for this case: ``refiner`` on the frozen part's precomputed
+    weights, or, with ``network`` (``--train-selectors``; ``refiner`` is then its own), the whole
+    network, since its selectors change too."""
     if network is not None:
         return pyramid.blend(case.images, network.blend_maps(case.images, case.modalities)["weights"]).clamp(
             0, 1

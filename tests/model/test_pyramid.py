@@ -259,9 +259,9 @@ def test_refiner_depth_widens_what_one_weight_sees(dims, depth, reach) -> None:
         for offset, moves in ((reach, True), (reach + 1, False)):
             # change only the incoming weights at one pixel (the image maps stay as they were), so what
             # is measured is the refiner's own receptive field
+            pixel = (centre[0] + offset, *centre[1:])
             changed = [w.clone() for w in weights]
-            changed[0][(0, 0, *(c + offset if i == 0 else c for i, c in enumerate(centre)))] = 0.01
-            changed[0][(0, 1, *(c + offset if i == 0 else c for i, c in enumerate(centre)))] = 0.99
+            changed[0][(0, 0, *pixel)], changed[0][(0, 1, *pixel)] = 0.01, 0.99
             after = refiner(images, changed)[0][(0, 0, *centre)]
             assert (abs(float(after - before)) > 1e-5) == moves, (offset, moves, float(after - before))
 
