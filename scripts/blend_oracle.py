@@ -127,6 +127,12 @@ def main() -> None:
         action="store_true",
         help="also keep every oracle fusion as OUTPUT/fused/CASE.npy (float32 in [0, 1]), e.g. as targets",
     )
+    parser.add_argument(
+        "--save-weights",
+        action="store_true",
+        help="also keep the oracle's blend weights as OUTPUT/weights/CASE.npz (level0, level1, ...: "
+        "float16 (2, *spatial) each), e.g. as a refiner's targets (train_refiner.py --targets)",
+    )
     args = parser.parse_args()
     objective = {key: float(value) for key, value in (item.split("=") for item in args.objective.split(","))}
     if unknown := set(objective) - set(KEYS):
@@ -142,6 +148,13 @@ def main() -> None:
         if args.save_fused:
             (args.output / "fused").mkdir(exist_ok=True)
             np.save(args.output / "fused" / f"{Path(name).stem}.npy", fused.astype(np.float32))
+        if args.save_weights:
+            (args.output / "weights").mkdir(exist_ok=True)
+            levels = {
+                f"level{i}": torch.softmax(t, dim=1)[0].numpy().astype(np.float16)
+                for i, t in enumerate(logits)
+            }
+            np.savez_compressed(args.output / "weights" / f"{Path(name).stem}.npz", **levels)
         sources = [to_uint8_scale(s) for s in normalised]
         functional = modalities[second] in FUNCTIONAL_MODALITIES
         rows.append({"case": name} | score(fused, sources, second, functional))

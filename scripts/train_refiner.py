@@ -15,6 +15,11 @@ network, loadable with ``--model``), ``log.csv`` and ``dev_per_case.csv``.
     python scripts/train_refiner.py ../shared/data/harvard --task CT-MRI,PET-MRI,SPECT-MRI \
         --objective VIF=2,Qabf=4.5,SSIM=6,SCD=1,corr_functional=2.5 --steps 1200 --output runs/refiner
 
+``--targets TASK=DIR`` (repeatable) adds, with weight ``--distill``, the KL divergence of the refined
+weights from the blend oracle's weights for that task's train pairs (``blend_oracle.py --save-weights``
+on the **train** split: ``DIR/NAME.npz``), at every refined level: a dense, per-pixel target where the
+metric terms give a weak one.
+
 ``--tags E`` gives the refiner an E-channel embedding of every source's modality tag, so one refiner
 learns a different choice per combination of modalities (per-task refiners beat one tag-blind refiner
 for all tasks).
@@ -57,17 +62,45 @@ class Case:
             else None
         )
         self.sources = [to_uint8_scale(s) for s in normalised]
+        self.targets: list[torch.Tensor] | None = None  # the oracle's per-level weights, if given
+
+    def load_targets(self, folder: Path) -> bool:
+        """Read this case's oracle weights from ``folder/NAME.npz``; False when it has none."""
+        path = folder / f"{Path(self.name).stem}.npz"
+        if not path.is_file():
+            return False
+        with np.load(path) as levels:
+            self.targets = [
+                torch.as_tensor(levels[f"level{i}"].astype(np.float32))[None]
+                for i in range(len(self.weights))
+            ]
+        shapes = [tuple(t.shape) for t in self.targets], [tuple(w.shape) for w in self.weights]
+        if shapes[0] != shapes[1]:
+            raise SystemExit(f"{path}: oracle weights of shapes {shapes[0]}, the model's are {shapes[1]}")
+        return True
+
+
+def distillation(refined: list[torch.Tensor], targets: list[torch.Tensor], levels: int) -> torch.Tensor:
+    """Mean KL divergence of the refined weights from the oracle's (0 when they match), summed over the
+    ``levels`` finest (the ones the refiner changes)."""
+    return sum(
+        (target * (torch.log(target.clamp_min(1e-6)) - torch.log(weights.clamp_min(1e-6)))).sum(1).mean()
+        for weights, target in zip(refined[:levels], targets[:levels], strict=True)
+    )
+
+
+def refined_weights(refiner: BlendRefiner, case: Case, network: ISFLNet | None = None) -> list[torch.Tensor]:
+    """The grafted network's per-level weights for this case: ``refiner`` on the frozen part's
+    precomputed weights, or, with ``network`` (``--train-selectors``; ``refiner`` is then its own), the
+    whole network's, since its selectors change too."""
+    if network is not None:
+        return network.blend_maps(case.images, case.modalities)["weights"]
+    return refiner(case.images, case.weights, case.tags)
 
 
 def fuse(refiner: BlendRefiner, case: Case, network: ISFLNet | None = None) -> torch.Tensor:
-    """What the grafted network returns for this case: ``refiner`` on the frozen part's precomputed
-    weights, or, with ``network`` (``--train-selectors``; ``refiner`` is then its own), the whole
-    network, since its selectors change too."""
-    if network is not None:
-        return pyramid.blend(case.images, network.blend_maps(case.images, case.modalities)["weights"]).clamp(
-            0, 1
-        )
-    return pyramid.blend(case.images, refiner(case.images, case.weights, case.tags)).clamp(0, 1)
+    """What the grafted network returns for this case."""
+    return pyramid.blend(case.images, refined_weights(refiner, case, network)).clamp(0, 1)
 
 
 def evaluate(refiner: BlendRefiner, cases: list[Case], network: ISFLNet | None = None) -> list[dict]:
@@ -146,6 +179,14 @@ def main() -> None:
         action="store_true",
         help="train the pyramid head's selectors with the refiner (the encoder and integrators stay frozen)",
     )
+    parser.add_argument(
+        "--targets",
+        action="append",
+        default=[],
+        metavar="TASK=DIR",
+        help="the blend oracle's weights for TASK's train pairs (blend_oracle.py --save-weights; repeatable)",
+    )
+    parser.add_argument("--distill", type=float, default=10.0, help="weight of the --targets term")
     parser.add_argument("--eval-every", type=int, default=300)
     parser.add_argument("--output", required=True, type=Path)
     args = parser.parse_args()
@@ -191,6 +232,12 @@ def main() -> None:
         for split in ("train", "dev")
     )
     by_task = [[c for c in train if c.name.startswith(task + "/")] for task in args.task.split(",")]
+    for item in args.targets:
+        task, _, folder = item.partition("=")
+        found = sum(c.load_targets(Path(folder)) for c in train if c.name.startswith(task + "/"))
+        if not found:
+            parser.error(f"--targets {item}: no {task} train pair has oracle weights in {folder}")
+        print(f"{task}: oracle weights for {found} train pairs", flush=True)
     refiner = network.refiner
     trained = [refiner]
     whole = None  # with --train-selectors every step runs the whole network (the encoder without grads)
@@ -216,17 +263,24 @@ def main() -> None:
     log = [{"step": 0, "seconds": 0.0} | means(evaluate(refiner, dev, whole))]
     print(log[-1], flush=True)
     start = time.time()
+    distilled: list[float] = []  # the divergence from the oracle's weights since the last evaluation
     for step in range(1, args.steps + 1):
         loss = torch.zeros(())
         for _ in range(args.batch):
             pool = by_task[int(torch.randint(len(by_task), ()))] if args.balance_tasks else train
             case = pool[int(torch.randint(len(pool), ()))]
             sources = [case.images[:, i : i + 1] * 255 for i in range(2)]
+            weights = refined_weights(refiner, case, whole)
+            fused = pyramid.blend(case.images, weights).clamp(0, 1)
             values = surrogate_metrics(
-                fuse(refiner, case, whole) * 255, sources, case.second if case.functional else None, case.mask
+                fused * 255, sources, case.second if case.functional else None, case.mask
             )
             objective = objectives.get(case.name.split("/")[0], default_objective)
             loss = loss - sum(weight * values[key] for key, weight in objective.items() if key in values)
+            if case.targets is not None:
+                divergence = distillation(weights, case.targets, args.levels)
+                loss = loss + args.distill * divergence
+                distilled.append(float(divergence.detach()))
         optimiser.zero_grad()
         (loss / args.batch).backward()
         optimiser.step()
@@ -234,6 +288,9 @@ def main() -> None:
         if step % args.eval_every == 0 or step == args.steps:
             rows = evaluate(refiner, dev, whole)
             log.append({"step": step, "seconds": round(time.time() - start, 1)} | means(rows))
+            if args.targets:
+                log[-1]["distill"] = round(float(np.mean(distilled)), 4) if distilled else float("nan")
+                distilled.clear()
             print(log[-1], flush=True)
             write_rows(args.output / "dev_per_case.csv", rows)
             recipe = {
@@ -250,7 +307,7 @@ def main() -> None:
                 data_hash=base.meta.get("data_hash"),
             )
             with open(args.output / "log.csv", "w", newline="") as handle:
-                writer = csv.DictWriter(handle, fieldnames=list(log[0]))
+                writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(k for row in log for k in row)))
                 writer.writeheader()
                 writer.writerows(log)
 
