@@ -96,6 +96,15 @@ def optimise_logits(
     return [t.detach() for t in logits]
 
 
+def weight_divergence(weights: list[torch.Tensor], wanted: list[torch.Tensor]) -> torch.Tensor:
+    """Mean KL divergence of per-level blend ``weights`` from ``wanted`` ones (0 when they match), summed
+    over the levels given: the loss that fits a network's weights to the oracle's."""
+    return sum(
+        (target * (torch.log(target.clamp_min(1e-6)) - torch.log(w.clamp_min(1e-6)))).sum(1).mean()
+        for w, target in zip(weights, wanted, strict=True)
+    )
+
+
 def blend_with(normalised: np.ndarray, logits: list[torch.Tensor]) -> np.ndarray:
     """The [0, 1] fusion of ``normalised`` ``(2, H, W)`` with per-level weight ``logits``."""
     images = torch.as_tensor(normalised, dtype=torch.float32)[None]

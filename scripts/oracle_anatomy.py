@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from blend_frontier import score, task_cases
-from blend_oracle import LEVELS, blend_with, initial_logits, optimise_logits
+from blend_oracle import LEVELS, blend_with, initial_logits, optimise_logits, weight_divergence
 from scipy import ndimage
 
 from napari_isfl.evaluation.metrics import to_uint8_scale
@@ -81,10 +81,7 @@ def fit_model(
     for _ in range(steps):
         if to == "weights":
             weights = network.blend_maps(images, modalities)["weights"]
-            loss = sum(
-                -(w_oracle * torch.log(w.clamp_min(1e-6))).sum(dim=1).mean()
-                for w, w_oracle in zip(weights, wanted, strict=True)
-            )
+            loss = weight_divergence(weights, wanted)
         else:
             difference = network(images, modalities) - target
             loss = 100 * difference.abs().mean() + 300 * detail_l1(difference, LEVELS)

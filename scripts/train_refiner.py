@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from blend_frontier import KEYS, score, task_cases, write_rows
-from blend_oracle import functional_mask, surrogate_metrics
+from blend_oracle import functional_mask, surrogate_metrics, weight_divergence
 
 from napari_isfl.evaluation.metrics import to_uint8_scale
 from napari_isfl.model import pyramid
@@ -80,15 +80,6 @@ class Case:
         return True
 
 
-def distillation(refined: list[torch.Tensor], targets: list[torch.Tensor], levels: int) -> torch.Tensor:
-    """Mean KL divergence of the refined weights from the oracle's (0 when they match), summed over the
-    ``levels`` finest (the ones the refiner changes)."""
-    return sum(
-        (target * (torch.log(target.clamp_min(1e-6)) - torch.log(weights.clamp_min(1e-6)))).sum(1).mean()
-        for weights, target in zip(refined[:levels], targets[:levels], strict=True)
-    )
-
-
 def refined_weights(refiner: BlendRefiner, case: Case, network: ISFLNet | None = None) -> list[torch.Tensor]:
     """The grafted network's per-level weights for this case: ``refiner`` on the frozen part's
     precomputed weights, or, with ``network`` (``--train-selectors``; ``refiner`` is then its own), the
@@ -98,9 +89,9 @@ def refined_weights(refiner: BlendRefiner, case: Case, network: ISFLNet | None =
     return refiner(case.images, case.weights, case.tags)
 
 
-def fuse(refiner: BlendRefiner, case: Case, network: ISFLNet | None = None) -> torch.Tensor:
-    """What the grafted network returns for this case."""
-    return pyramid.blend(case.images, refined_weights(refiner, case, network)).clamp(0, 1)
+def fuse(case: Case, weights: list[torch.Tensor]) -> torch.Tensor:
+    """The [0, 1] fusion of this case with per-level ``weights``, as the grafted network returns it."""
+    return pyramid.blend(case.images, weights).clamp(0, 1)
 
 
 def evaluate(refiner: BlendRefiner, cases: list[Case], network: ISFLNet | None = None) -> list[dict]:
@@ -108,7 +99,9 @@ def evaluate(refiner: BlendRefiner, cases: list[Case], network: ISFLNet | None =
     with torch.no_grad():
         return [
             {"case": c.name, "corr_functional": float("nan")}
-            | score(fuse(refiner, c, network)[0, 0].numpy(), c.sources, c.second, c.functional)
+            | score(
+                fuse(c, refined_weights(refiner, c, network))[0, 0].numpy(), c.sources, c.second, c.functional
+            )
             for c in cases
         ]
 
@@ -271,14 +264,15 @@ def main() -> None:
             case = pool[int(torch.randint(len(pool), ()))]
             sources = [case.images[:, i : i + 1] * 255 for i in range(2)]
             weights = refined_weights(refiner, case, whole)
-            fused = pyramid.blend(case.images, weights).clamp(0, 1)
+            fused = fuse(case, weights)
             values = surrogate_metrics(
                 fused * 255, sources, case.second if case.functional else None, case.mask
             )
             objective = objectives.get(case.name.split("/")[0], default_objective)
             loss = loss - sum(weight * values[key] for key, weight in objective.items() if key in values)
             if case.targets is not None:
-                divergence = distillation(weights, case.targets, args.levels)
+                # the refined levels only: the others are the frozen part's
+                divergence = weight_divergence(weights[: args.levels], case.targets[: args.levels])
                 loss = loss + args.distill * divergence
                 distilled.append(float(divergence.detach()))
         optimiser.zero_grad()
