@@ -4,6 +4,9 @@ the bar (GFF's VIF and Qabf, the best other SSIM and SCD, LP's correlation) as a
     python scripts/plot_refiner_logs.py docs/ablation_refiner/tags_balanced_levels3_corr5_log.csv \
         docs/ablation_refiner/tags_balanced_levels2_log.csv --output docs/ablation_refiner/logs.png \
         [--front docs/ablation_refiner/front.png]
+
+Logs of single-task runs name their metrics without the task (``Qabf``); ``--single-task CT-MRI`` reads
+them as that task's. ``--front-keys "CT-MRI SCD,CT-MRI Qabf"`` draws another pair of metrics as the front.
 """
 
 from __future__ import annotations
@@ -49,8 +52,29 @@ def main() -> None:
         help="also draw SPECT-MRI VIF against the functional correlation, every checkpoint of every run, "
         "with both bars: the trade the base level makes",
     )
+    parser.add_argument(
+        "--front-keys",
+        default="SPECT-MRI corr_functional,SPECT-MRI VIF",
+        help="the front's x and y: two 'TASK metric' keys of the logs",
+    )
+    parser.add_argument("--single-task", help="the task of logs whose metrics carry no task name")
+    parser.add_argument(
+        "--mark",
+        action="append",
+        default=[],
+        metavar="LABEL=X,Y",
+        help="a labelled star on the front (e.g. the blend oracle's scores); repeatable",
+    )
     args = parser.parse_args()
     logs = {path.stem.removesuffix("_log"): read_log(path) for path in args.logs}
+    if args.single_task:
+        logs = {
+            name: {
+                key if " " in key or key in ("step", "seconds", "distill") else f"{args.single_task} {key}": v
+                for key, v in log.items()
+            }
+            for name, log in logs.items()
+        }
     fig, axes = plt.subplots(2, 5, figsize=(16, 6), dpi=100)
     for row, task in enumerate(("CT-MRI", "SPECT-MRI")):
         for col, metric in enumerate(("VIF", "Qabf", "SSIM", "SCD", "corr_functional")):
@@ -72,24 +96,34 @@ def main() -> None:
     fig.savefig(args.output)
     print(args.output)
     if args.front:
-        plot_front(logs, args.front)
+        x_key, y_key = args.front_keys.split(",")
+        marks = {m.split("=")[0]: tuple(float(v) for v in m.split("=")[1].split(",")) for m in args.mark}
+        plot_front(logs, args.front, x_key, y_key, marks)
 
 
-def plot_front(logs: dict[str, dict[str, list[float]]], output: Path) -> None:
-    """SPECT VIF (y) against the functional correlation (x) of every logged checkpoint; the last one of
-    each run is ringed. The bars' corner (upper right) is where a model meets both."""
+def plot_front(
+    logs: dict[str, dict[str, list[float]]],
+    output: Path,
+    x_key: str,
+    y_key: str,
+    marks: dict[str, tuple[float, ...]] | None = None,
+) -> None:
+    """``y_key`` against ``x_key`` (``"TASK metric"``) for every logged checkpoint; the last one of each
+    run is ringed. The bars' corner (upper right) is where a model meets both."""
     fig, ax = plt.subplots(figsize=(7, 5), dpi=100)
-    x_key, y_key = "SPECT-MRI corr_functional", "SPECT-MRI VIF"
     for name, log in logs.items():
         if x_key in log and y_key in log:
             (line,) = ax.plot(log[x_key], log[y_key], marker="o", markersize=4, alpha=0.7, label=name)
             ax.plot(
                 log[x_key][-1], log[y_key][-1], "o", markersize=11, fillstyle="none", color=line.get_color()
             )
-    ax.axvline(BARS["SPECT-MRI", "corr_functional"], color="k", linestyle="--", linewidth=1)
-    ax.axhline(BARS["SPECT-MRI", "VIF"], color="k", linestyle="--", linewidth=1)
-    ax.set_xlabel("SPECT-MRI functional correlation (bar: LP's)")
-    ax.set_ylabel("SPECT-MRI VIF (bar: GFF's)")
+    for label, (x, y) in (marks or {}).items():
+        ax.plot(x, y, "*", markersize=14, color="k")
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(6, 6), fontsize=8)
+    ax.axvline(BARS[tuple(x_key.split(" ", 1))], color="k", linestyle="--", linewidth=1)
+    ax.axhline(BARS[tuple(y_key.split(" ", 1))], color="k", linestyle="--", linewidth=1)
+    ax.set_xlabel(f"{x_key} (dashed: its bar)")
+    ax.set_ylabel(f"{y_key} (dashed: its bar)")
     ax.set_title("Harvard dev, every logged checkpoint (ringed: the last)", fontsize=10)
     ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()

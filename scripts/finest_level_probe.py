@@ -1,0 +1,90 @@
+"""Inference-time probes of a refined 2D model's blend weights (no training), scored as ``isfl evaluate``.
+
+Two questions about the Qabf gap between ``isfl-2d`` and guided-filter fusion (GFF):
+
+* ``--sharpen K0,K1,...``: are the refined weights too soft? Level ``l``'s weights become
+  ``w ** K_l`` renormalised over the sources (the softmax of ``K_l`` times the logits; ``K > 1``
+  sharpens toward a per-pixel selection, ``K < 1`` softens toward the mean).
+* ``--gff-detail A0,A1,...``: are GFF's detail weights (its saliency selection refined by the guided
+  filter, ``r 7, eps 1e-6``; :func:`napari_isfl.evaluation.baselines.fuse_gff`) what the finest levels
+  lack? Level ``l``'s weights become ``A_l * GFF + (1 - A_l) * refined`` (GFF's full-resolution map
+  area-averaged to coarser levels).
+
+Both keep the output a convex per-scale blend of the sources.
+
+    python scripts/finest_level_probe.py ../shared/data/harvard/dev --sharpen 2,1,1 --output /tmp/sharpen
+    python scripts/quality_bars.py /tmp/sharpen/metrics.csv --dims 2 \
+        --baselines docs/models/eval_2d/metrics.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+from torch import nn
+
+from napari_isfl.evaluation.baselines import guided_filter
+from napari_isfl.evaluation.evaluate import evaluate, load_cases, write_tables
+from napari_isfl.model.checkpoint import load_model
+
+
+def gff_detail_weights(sources: np.ndarray) -> np.ndarray:
+    """GFF's detail-layer weights ``(N, *spatial)`` for sources ``(N, *spatial)`` in [0, 1] (2D)."""
+    laplacian = np.stack([np.abs(ndimage.laplace(s, mode="reflect")) for s in sources])
+    saliency = ndimage.gaussian_filter(laplacian, sigma=(0, 5, 5), truncate=1.0, mode="reflect")
+    selected = (saliency == saliency.max(axis=0, keepdims=True)).astype(np.float64)
+    weights = np.stack([guided_filter(s, m, 7, 1e-6) for s, m in zip(sources, selected, strict=True)])
+    weights = np.clip(weights, 0.0, None)
+    total = weights.sum(axis=0, keepdims=True)
+    return np.divide(weights, total, out=np.full_like(weights, 1 / len(sources)), where=total > 1e-12)
+
+
+class ProbedRefiner(nn.Module):
+    """The model's refiner, with its output weights sharpened and/or mixed with GFF's, level by level."""
+
+    def __init__(self, refiner: nn.Module, sharpen: Sequence[float], gff_share: Sequence[float]) -> None:
+        super().__init__()
+        self.refiner, self.sharpen, self.gff_share = refiner, list(sharpen), list(gff_share)
+
+    def forward(
+        self, images: torch.Tensor, weights: Sequence[torch.Tensor], modality=None
+    ) -> list[torch.Tensor]:
+        refined = [w.float() for w in self.refiner(images, weights, modality)]
+        for level, power in enumerate(self.sharpen):
+            refined[level] = torch.softmax(power * torch.log(refined[level].clamp_min(1e-6)), dim=1)
+        if any(self.gff_share):
+            gff = torch.from_numpy(np.stack([gff_detail_weights(b.double().numpy()) for b in images.cpu()]))
+            for level, share in enumerate(self.gff_share):
+                target = F.interpolate(gff.float(), size=refined[level].shape[2:], mode="area")
+                refined[level] = share * target.to(refined[level].device) + (1 - share) * refined[level]
+        return [r.to(w.dtype) for r, w in zip(refined, weights, strict=True)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("data", help="Harvard-style folder (task/modality/*.png) or a case CSV")
+    parser.add_argument("--model", default="isfl-2d", help="a 2D model with a refiner (name or checkpoint)")
+    parser.add_argument("--sharpen", default="", help="power per level, finest first: 2,1,1")
+    parser.add_argument("--gff-detail", default="", help="GFF's detail-weight share per level, finest first")
+    parser.add_argument("--output", required=True)
+    args = parser.parse_args()
+    loaded = load_model(args.model, 2)
+    network = loaded.network
+    if network.refiner is None:
+        raise SystemExit(f"{args.model} has no refiner (model.refiner_levels): nothing to probe")
+    sharpen = [float(k) for k in args.sharpen.split(",")] if args.sharpen else []
+    gff_share = [float(a) for a in args.gff_detail.split(",")] if args.gff_detail else []
+    network.refiner = ProbedRefiner(network.refiner, sharpen, gff_share)
+    rows = evaluate(load_cases(args.data), methods=("isfl",), model=loaded)
+    print(write_tables(rows, args.output, title=f"{args.model}, sharpen {sharpen}, GFF detail {gff_share}"))
+
+
+if __name__ == "__main__":
+    main()
