@@ -25,23 +25,17 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 from torch import nn
 
-from napari_isfl.evaluation.baselines import guided_filter
+from napari_isfl.evaluation.baselines import gff_refined_weights, gff_selection
 from napari_isfl.evaluation.evaluate import evaluate, load_cases, write_tables
 from napari_isfl.model.checkpoint import load_model
 
 
 def gff_detail_weights(sources: np.ndarray) -> np.ndarray:
-    """GFF's detail-layer weights ``(N, *spatial)`` for sources ``(N, *spatial)`` in [0, 1] (2D)."""
-    laplacian = np.stack([np.abs(ndimage.laplace(s, mode="reflect")) for s in sources])
-    saliency = ndimage.gaussian_filter(laplacian, sigma=(0, 5, 5), truncate=1.0, mode="reflect")
-    selected = (saliency == saliency.max(axis=0, keepdims=True)).astype(np.float64)
-    weights = np.stack([guided_filter(s, m, 7, 1e-6) for s, m in zip(sources, selected, strict=True)])
-    weights = np.clip(weights, 0.0, None)
-    total = weights.sum(axis=0, keepdims=True)
-    return np.divide(weights, total, out=np.full_like(weights, 1 / len(sources)), where=total > 1e-12)
+    """GFF's detail-layer weights ``(N, *spatial)`` for sources ``(N, *spatial)`` in [0, 1], as
+    :func:`~napari_isfl.evaluation.baselines.fuse_gff` computes them (its defaults: r 7, eps 1e-6)."""
+    return gff_refined_weights(sources, gff_selection(sources), 7, 1e-6)
 
 
 class ProbedRefiner(nn.Module):

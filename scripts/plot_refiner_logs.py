@@ -49,8 +49,8 @@ def main() -> None:
     parser.add_argument(
         "--front",
         type=Path,
-        help="also draw SPECT-MRI VIF against the functional correlation, every checkpoint of every run, "
-        "with both bars: the trade the base level makes",
+        help="also draw the front: --front-keys (default SPECT-MRI VIF against the functional "
+        "correlation, the trade the base level makes) for every checkpoint of every run, with both bars",
     )
     parser.add_argument(
         "--front-keys",

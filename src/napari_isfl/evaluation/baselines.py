@@ -41,6 +41,8 @@ __all__ = [
     "fuse_laplacian_pyramid",
     "fuse_max",
     "fuse_mean",
+    "gff_refined_weights",
+    "gff_selection",
     "guided_filter",
 ]
 
@@ -274,6 +276,30 @@ def guided_filter(guide: np.ndarray, image: np.ndarray, radius: int, eps: float)
     return box(slope) * guide + box(intercept)
 
 
+def gff_selection(stacked: np.ndarray, saliency_radius: int = 5, saliency_sigma: float = 5.0) -> np.ndarray:
+    """GFF's binary weight maps ``P_n`` (steps 2-3 of :func:`fuse_gff`) for sources ``(N, *spatial)``:
+    1 where source ``n``'s saliency (gaussian of ``|Laplacian|``) is the largest, ties to all tied."""
+    spatial_dims = stacked.ndim - 1
+    laplacian = np.stack([np.abs(ndimage.laplace(source, mode="reflect")) for source in stacked])
+    truncate = saliency_radius / saliency_sigma  # gaussian_filter's radius is int(truncate * sigma + 0.5)
+    saliency = ndimage.gaussian_filter(
+        laplacian, sigma=(0.0, *([saliency_sigma] * spatial_dims)), truncate=truncate, mode="reflect"
+    )
+    return (saliency == saliency.max(axis=0, keepdims=True)).astype(np.float64)
+
+
+def gff_refined_weights(stacked: np.ndarray, selected: np.ndarray, radius: int, eps: float) -> np.ndarray:
+    """GFF's step 4: ``selected`` (:func:`gff_selection`) refined by the guided filter guided by each
+    source, clipped at 0 and normalised to sum to 1 per voxel (equal weights where all are 0)."""
+    weights = np.stack(
+        [guided_filter(source, mask, radius, eps) for source, mask in zip(stacked, selected, strict=True)]
+    )
+    weights = np.clip(weights, 0.0, None)
+    total = weights.sum(axis=0, keepdims=True)
+    equal = np.full_like(weights, 1.0 / len(stacked))
+    return np.divide(weights, total, out=equal, where=total > 1e-12)
+
+
 def fuse_gff(
     sources: Sequence[np.ndarray] | np.ndarray,
     base_size: int = 31,
@@ -312,25 +338,9 @@ def fuse_gff(
     # Size 1 / sigma 0 along the source axis: every source is filtered on its own.
     base = ndimage.uniform_filter(stacked, size=(1, *([base_size] * spatial_dims)), mode="reflect")
     detail = stacked - base
-
-    laplacian = np.stack([np.abs(ndimage.laplace(source, mode="reflect")) for source in stacked])
-    truncate = saliency_radius / saliency_sigma  # gaussian_filter's radius is int(truncate * sigma + 0.5)
-    saliency = ndimage.gaussian_filter(
-        laplacian, sigma=(0.0, *([saliency_sigma] * spatial_dims)), truncate=truncate, mode="reflect"
-    )
-    selected = (saliency == saliency.max(axis=0, keepdims=True)).astype(np.float64)
-
-    def refined_weights(radius: int, eps: float) -> np.ndarray:
-        weights = np.stack(
-            [guided_filter(source, mask, radius, eps) for source, mask in zip(stacked, selected, strict=True)]
-        )
-        weights = np.clip(weights, 0.0, None)
-        total = weights.sum(axis=0, keepdims=True)
-        equal = np.full_like(weights, 1.0 / len(stacked))
-        return np.divide(weights, total, out=equal, where=total > 1e-12)
-
-    fused = np.sum(refined_weights(base_radius, base_eps) * base, axis=0) + np.sum(
-        refined_weights(detail_radius, detail_eps) * detail, axis=0
+    selected = gff_selection(stacked, saliency_radius, saliency_sigma)
+    fused = np.sum(gff_refined_weights(stacked, selected, base_radius, base_eps) * base, axis=0) + np.sum(
+        gff_refined_weights(stacked, selected, detail_radius, detail_eps) * detail, axis=0
     )
     return _as_output(fused)
 
