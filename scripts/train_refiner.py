@@ -157,6 +157,13 @@ def main() -> None:
     parser.add_argument(
         "--tags", type=int, default=0, help="size of the refiner's modality-tag embedding (0: tag-blind)"
     )
+    parser.add_argument(
+        "--passes",
+        type=int,
+        default=1,
+        help="correct the weights this many times, each pass after the first seeing the previous fusion; "
+        "a --model with fewer passes keeps its refiner as the first pass",
+    )
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -200,16 +207,18 @@ def main() -> None:
         "refiner_tags": args.tags,
         "refiner_depth": args.depth,
     }
-    # a model with a refiner continues training its own: the same sizes are needed
-    if base.network.refiner is not None and any(
-        base.network.init_args[k] != v for k, v in refiner_args.items()
+    # a model with a refiner continues training its own: the same sizes are needed (more passes may be
+    # added after its own)
+    if base.network.refiner is not None and (
+        any(base.network.init_args[k] != v for k, v in refiner_args.items())
+        or base.network.init_args.get("refiner_passes", 1) > args.passes
     ):
         parser.error(
             f"--model {args.model} has a refiner with "
             + ", ".join(f"{k}={base.network.init_args[k]}" for k in refiner_args)
-            + ": give the same --levels, --hidden, --tags and --depth to continue training it"
+            + ": give the same --levels, --hidden, --tags and --depth (and at least its passes) to continue"
         )
-    network = ISFLNet(**base.network.init_args | refiner_args)
+    network = ISFLNet(**base.network.init_args | refiner_args | {"refiner_passes": args.passes})
     missing, unexpected = network.load_state_dict(base.network.state_dict(), strict=False)
     if unexpected or any(not key.startswith("refiner.") for key in missing):
         raise RuntimeError(f"grafting failed: missing {missing}, unexpected {unexpected}")

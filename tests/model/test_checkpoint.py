@@ -40,6 +40,7 @@ def _payload(path: Path) -> dict:
         {"spatial_dims": 3, "head": "pyramid", "refiner_levels": 2, "refiner_hidden": 5},
         {"spatial_dims": 2, "head": "pyramid", "refiner_levels": 1, "refiner_hidden": 4, "refiner_tags": 3},
         {"spatial_dims": 3, "head": "pyramid", "refiner_levels": 1, "refiner_hidden": 3, "refiner_depth": 4},
+        {"spatial_dims": 2, "head": "pyramid", "refiner_levels": 2, "refiner_hidden": 3, "refiner_passes": 2},
     ],
     ids=[
         "2d",
@@ -53,6 +54,7 @@ def _payload(path: Path) -> dict:
         "pyramid-refiner",
         "pyramid-refiner-tags",
         "pyramid-refiner-depth",
+        "pyramid-refiner-passes",
     ],
 )
 def test_round_trip(tmp_path: Path, kwargs: dict) -> None:
@@ -154,7 +156,13 @@ def test_selector_hidden_must_be_a_small_integer(good: Path) -> None:
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("refiner_levels", 9), ("refiner_hidden", 0), ("refiner_tags", -1), ("refiner_depth", 0)],
+    [
+        ("refiner_levels", 9),
+        ("refiner_hidden", 0),
+        ("refiner_tags", -1),
+        ("refiner_depth", 0),
+        ("refiner_passes", 0),
+    ],
 )
 def test_refiner_sizes_must_be_small_integers(good: Path, key: str, value: int) -> None:
     payload = _payload(good)

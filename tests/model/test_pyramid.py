@@ -266,6 +266,49 @@ def test_refiner_depth_widens_what_one_weight_sees(dims, depth, reach) -> None:
             assert (abs(float(after - before)) > 1e-5) == moves, (offset, moves, float(after - before))
 
 
+@pytest.mark.parametrize("dims", [2, 3])
+def test_feedback_pass_sees_the_fusion_the_first_pass_made(dims) -> None:
+    """With ``passes=2`` a second set of nets corrects the weights again from what the first pass's
+    weights fused. Untrained it changes nothing: a one-pass refiner's weights load into it and give the
+    same blend (to the 1e-4 its log weights are clamped at). Trained, a change of the first pass alone
+    moves the second pass's correction (it reads the fusion), and the result is still a convex blend
+    that follows its sources in any order."""
+    from napari_isfl.model.network import BlendRefiner
+
+    torch.manual_seed(0)
+    one = BlendRefiner(dims, levels=2, hidden=4)
+    two = BlendRefiner(dims, levels=2, hidden=4, passes=2)
+    with torch.no_grad():
+        for net in one.nets:
+            net[-1].conv.weight.normal_(0, 0.5)
+    missing = two.load_state_dict(one.state_dict(), strict=False).missing_keys
+    assert missing and all(key.startswith("feedback.0.") for key in missing)
+    shape = (13, 18) if dims == 2 else (9, 10, 7)
+    images = torch.rand(1, 3, *shape)
+    weights = _random_weights(1, 3, shape, levels=3, seed=2)
+    with torch.no_grad():
+        for got, want in zip(two(images, weights), one(images, weights), strict=True):
+            # a pass reads log weights clamped at 1e-4: weights move by at most that per source
+            torch.testing.assert_close(got, want, atol=3e-4, rtol=0)
+        for net in two.feedback[0]:
+            net[-1].conv.weight.normal_(0, 0.5)
+        refined = two(images, weights)
+        first = one(images, weights)
+        # the second pass's correction of the finest level, for two first passes
+        correction = torch.log(refined[0]) - torch.log(first[0])
+        two.nets[1][-1].conv.weight.normal_(0, 0.5)  # only the first pass's coarser level changes
+        moved = torch.log(two(images, weights)[0]) - torch.log(one(images, weights)[0])
+    correction, moved = (c - c.mean(dim=1, keepdim=True) for c in (correction, moved))  # softmax shift
+    assert not torch.allclose(correction, moved, atol=1e-4)
+    order = [2, 0, 1]
+    with torch.no_grad():
+        out = two(images, weights)
+        swapped = two(images[:, order], [w[:, order] for w in weights])
+    for level in range(3):
+        torch.testing.assert_close(swapped[level], out[level][:, order], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(out[level].sum(dim=1), torch.ones_like(out[level][:, 0]))
+
+
 def test_refiner_arguments_are_checked() -> None:
     for kwargs in (
         {"refiner_levels": -1},
@@ -273,6 +316,7 @@ def test_refiner_arguments_are_checked() -> None:
         {"refiner_levels": 1, "refiner_hidden": 0},
         {"refiner_levels": 1, "refiner_tags": -2},
         {"refiner_levels": 1, "refiner_depth": 0},
+        {"refiner_levels": 1, "refiner_passes": 0},
     ):
         with pytest.raises(ValueError, match="refiner_"):
             ISFLNet(2, head="pyramid", **kwargs)

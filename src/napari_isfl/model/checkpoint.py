@@ -58,6 +58,7 @@ _ARCH_KEYS = (
     "refiner_hidden",
     "refiner_tags",
     "refiner_depth",
+    "refiner_passes",
 )
 
 
@@ -296,6 +297,9 @@ def _check_schema(path: Path, payload: dict) -> None:
     depth = args.get("refiner_depth", 2)
     if not _is_int(depth) or not 1 <= depth <= 8:
         raise _field_error(path, "arch_args.refiner_depth", f"must be an integer in 1..8, got {depth!r}")
+    passes = args.get("refiner_passes", 1)
+    if not _is_int(passes) or not 1 <= passes <= 8:
+        raise _field_error(path, "arch_args.refiner_passes", f"must be an integer in 1..8, got {passes!r}")
     normalization = payload.get("normalization") or {}
     if not isinstance(normalization, dict):
         raise _field_error(path, "normalization", f"must be a mapping, got {type(normalization).__name__}")

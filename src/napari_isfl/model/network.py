@@ -239,6 +239,10 @@ class BlendRefiner(nn.Module):
         depth: how many 3x3 convolutions; after the second their dilation doubles (1, 1, 2, 4, ...), so
             the choice at a pixel can see 2 ** depth + 1 pixels across (5 with the default 2) at the cost
             of one convolution per doubling.
+        passes: how many times the weights are corrected. Every pass after the first has its own nets,
+            which also see what the previous pass's weights made: the fused band at that level, the
+            fused level image's gradient magnitude and each source's level image minus the fused one
+            (the quantities edge metrics such as Qabf compare), so a choice can depend on its result.
 
     Examples::
 
@@ -256,10 +260,15 @@ class BlendRefiner(nn.Module):
         >>> tags = torch.tensor([[0, 1]])                                   # e.g. mri, ct
         >>> tagged(images, weights, tags)[0].shape
         torch.Size([1, 2, 32, 32])
+        >>> twice = BlendRefiner(2, levels=2, hidden=8, passes=2)           # a second, feedback pass
+        >>> torch.allclose(twice(images, weights)[1], weights[1])            # untrained: unchanged
+        True
     """
 
     #: per-source maps: band, |band|, gradient magnitude, level image, log weight
     PER_SOURCE = 5
+    #: maps of the previous pass's fusion that every later pass adds to each source's maps
+    FEEDBACK = 3
 
     def __init__(
         self,
@@ -270,38 +279,46 @@ class BlendRefiner(nn.Module):
         num_modalities: int = 0,
         tag_channels: int = 0,
         depth: int = 2,
+        passes: int = 1,
     ) -> None:
         super().__init__()
-        if levels < 1 or hidden < 1 or tag_channels < 0 or depth < 1:
+        if levels < 1 or hidden < 1 or tag_channels < 0 or depth < 1 or passes < 1:
             raise ValueError(
-                f"a refiner needs levels >= 1, hidden >= 1, tag_channels >= 0 and depth >= 1, got {levels}, "
-                f"{hidden}, {tag_channels}, {depth}"
+                "a refiner needs levels >= 1, hidden >= 1, tag_channels >= 0, depth >= 1 and passes >= 1, "
+                f"got {levels}, {hidden}, {tag_channels}, {depth}, {passes}"
             )
         if tag_channels and num_modalities < 1:
             raise ValueError(f"tag_channels={tag_channels} needs num_modalities >= 1, got {num_modalities}")
         self.tags = nn.Embedding(num_modalities, tag_channels) if tag_channels else None
         per_source = self.PER_SOURCE + tag_channels
-        self.nets = nn.ModuleList(
-            nn.Sequential(
-                *(
-                    Convolution(
-                        spatial_dims,
-                        3 * per_source if layer == 0 else hidden,
-                        hidden,
-                        kernel_size=3,
-                        dilation=self.dilation(layer),
-                        act=act,
-                        norm=None,
-                    )
-                    for layer in range(depth)
-                ),
-                Convolution(spatial_dims, hidden, 1, kernel_size=1, conv_only=True),
+
+        def level_nets(inputs: int) -> nn.ModuleList:
+            nets = nn.ModuleList(
+                nn.Sequential(
+                    *(
+                        Convolution(
+                            spatial_dims,
+                            inputs if layer == 0 else hidden,
+                            hidden,
+                            kernel_size=3,
+                            dilation=self.dilation(layer),
+                            act=act,
+                            norm=None,
+                        )
+                        for layer in range(depth)
+                    ),
+                    Convolution(spatial_dims, hidden, 1, kernel_size=1, conv_only=True),
+                )
+                for _ in range(levels)
             )
-            for _ in range(levels)
-        )
-        for net in self.nets:
-            nn.init.zeros_(net[-1].conv.weight)
-            nn.init.zeros_(net[-1].conv.bias)
+            for net in nets:
+                nn.init.zeros_(net[-1].conv.weight)
+                nn.init.zeros_(net[-1].conv.bias)
+            return nets
+
+        # own maps plus their mean and maximum over the sources
+        self.nets = level_nets(3 * per_source)
+        self.feedback = nn.ModuleList(level_nets(3 * (per_source + self.FEEDBACK)) for _ in range(passes - 1))
 
     @staticmethod
     def dilation(layer: int) -> int:
@@ -329,28 +346,55 @@ class BlendRefiner(nn.Module):
         level_images = pyramid.gaussian_pyramid(images.float(), len(weights))
         bands = pyramid.bands_of(level_images)
         refined = list(weights)
+        tag = self.tags(modality) if self.tags is not None else None  # (B or 1, N, E)
         for level, net in enumerate(self.nets):
-            level_image, band = level_images[level], bands[level]
-            log_weight = torch.log(weights[level].float().clamp_min(1e-4))
-            own = torch.stack(
-                [
-                    10 * band,
-                    10 * band.abs(),
-                    10 * self._gradient_magnitude(level_image),
-                    level_image,
-                    log_weight,
-                ],
-                dim=2,
-            )  # (B, N, PER_SOURCE, *spatial_s)
-            if self.tags is not None:
-                tag = self.tags(modality.expand(own.shape[0], -1)).to(own.dtype)  # (B, N, E)
-                tag = tag.reshape(*tag.shape, *([1] * (own.ndim - 3))).expand(*tag.shape, *own.shape[3:])
-                own = torch.cat([own, tag], dim=2)
-            pooled = torch.cat([own.mean(dim=1), own.amax(dim=1)], dim=1).unsqueeze(1)
-            joint = torch.cat([own, pooled.expand(-1, own.shape[1], *pooled.shape[2:])], dim=2)
-            correction = net(joint.flatten(0, 1))[:, 0].unflatten(0, own.shape[:2])
-            refined[level] = torch.softmax(log_weight + correction, dim=1).to(weights[level].dtype)
+            refined[level] = self._correct(net, level_images[level], bands[level], refined[level], tag)
+        for nets in self.feedback:
+            fused_bands = [
+                (w.float() * band).sum(dim=1, keepdim=True) for w, band in zip(refined, bands, strict=True)
+            ]
+            fused_levels = [fused_bands[-1]]  # coarse to fine: each level is its band plus the coarser one
+            for band in reversed(fused_bands[:-1]):
+                fused_levels.insert(0, band + pyramid.upsample(fused_levels[0], band.shape[2:]))
+            for level, net in enumerate(nets):
+                level_image, fused = level_images[level], fused_levels[level]
+                extra = torch.stack(
+                    [
+                        (10 * fused_bands[level]).expand_as(level_image),
+                        (10 * self._gradient_magnitude(fused)).expand_as(level_image),
+                        level_image - fused,
+                    ],
+                    dim=2,
+                )
+                refined[level] = self._correct(net, level_image, bands[level], refined[level], tag, extra)
         return refined
+
+    def _correct(
+        self,
+        net: nn.Module,
+        level_image: torch.Tensor,
+        band: torch.Tensor,
+        weight: torch.Tensor,
+        tag: torch.Tensor | None,
+        extra: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """One level's weights ``(B, N, *spatial_s)`` corrected by ``net`` from every source's maps (and
+        ``extra`` maps ``(B, N, K, *spatial_s)``, the previous pass's feedback)."""
+        log_weight = torch.log(weight.float().clamp_min(1e-4))
+        own = torch.stack(
+            [10 * band, 10 * band.abs(), 10 * self._gradient_magnitude(level_image), level_image, log_weight],
+            dim=2,
+        )  # (B, N, PER_SOURCE, *spatial_s)
+        if tag is not None:
+            tag = tag.expand(own.shape[0], -1, -1).to(own.dtype)  # (B, N, E)
+            tag = tag.reshape(*tag.shape, *([1] * (own.ndim - 3))).expand(*tag.shape, *own.shape[3:])
+            own = torch.cat([own, tag], dim=2)
+        if extra is not None:
+            own = torch.cat([own, extra.to(own.dtype)], dim=2)
+        pooled = torch.cat([own.mean(dim=1), own.amax(dim=1)], dim=1).unsqueeze(1)
+        joint = torch.cat([own, pooled.expand(-1, own.shape[1], *pooled.shape[2:])], dim=2)
+        correction = net(joint.flatten(0, 1))[:, 0].unflatten(0, own.shape[:2])
+        return torch.softmax(log_weight + correction, dim=1).to(weight.dtype)
 
 
 class _Encoder(nn.Module):
@@ -431,6 +475,8 @@ class ISFLNet(nn.Module):
             tags), so one refiner can choose differently for each combination of modalities.
         refiner_depth: the refiner's 3x3 convolutions per level (dilated 1, 1, 2, 4, ...; 2 sees 5
             pixels across, 4 sees 17).
+        refiner_passes: how many times the refiner corrects the weights; passes after the first also
+            see the fusion the previous pass made (:class:`BlendRefiner`'s ``passes``).
         norm: normalisation, batch norm by default (a per-channel affine map in evaluation mode, so
             it adds no dependence on the window; the pooled attention and the convolutions' zero
             padding still make sliding-window results differ slightly from a single pass).
@@ -474,6 +520,7 @@ class ISFLNet(nn.Module):
         refiner_hidden: int = 32,
         refiner_tags: int = 0,
         refiner_depth: int = 2,
+        refiner_passes: int = 1,
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -514,6 +561,7 @@ class ISFLNet(nn.Module):
             ("refiner_hidden", refiner_hidden, 1),
             ("refiner_tags", refiner_tags, 0),
             ("refiner_depth", refiner_depth, 1),
+            ("refiner_passes", refiner_passes, 1),
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
@@ -542,6 +590,7 @@ class ISFLNet(nn.Module):
             "refiner_hidden": refiner_hidden,
             "refiner_tags": refiner_tags,
             "refiner_depth": refiner_depth,
+            "refiner_passes": refiner_passes,
         }
         self.features = features
         self.encoder_mode = encoder
@@ -622,6 +671,7 @@ class ISFLNet(nn.Module):
                     len(modalities),
                     refiner_tags,
                     refiner_depth,
+                    refiner_passes,
                 )
                 if refiner_levels
                 else None

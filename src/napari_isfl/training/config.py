@@ -64,6 +64,7 @@ class ModelConfig:
     refiner_hidden: int = 32
     refiner_tags: int = 0
     refiner_depth: int = 2
+    refiner_passes: int = 1
 
     def __post_init__(self) -> None:
         if self.spatial_dims not in (2, 3):
