@@ -345,20 +345,20 @@ class BlendRefiner(nn.Module):
             raise ValueError("this refiner embeds modality tags: pass the sources' tag indices")
         level_images = pyramid.gaussian_pyramid(images.float(), len(weights))
         bands = pyramid.bands_of(level_images)
-        refined = list(weights)
         tag = self.tags(modality) if self.tags is not None else None  # (B or 1, N, E)
+        # what every pass sees of the sources at each refined level does not change between passes
+        source_maps = [
+            self._source_maps(level_images[level], bands[level], tag) for level in range(len(self.nets))
+        ]
+        refined = list(weights)
         for level, net in enumerate(self.nets):
-            refined[level] = self._correct(net, level_images[level], bands[level], refined[level], tag)
+            refined[level] = self._correct(net, source_maps[level], refined[level])
         for nets in self.feedback:
-            fused_bands = [
-                (w.float() * band).sum(dim=1, keepdim=True) for w, band in zip(refined, bands, strict=True)
-            ]
-            fused_levels = [fused_bands[-1]]  # coarse to fine: each level is its band plus the coarser one
-            for band in reversed(fused_bands[:-1]):
-                fused_levels.insert(0, band + pyramid.upsample(fused_levels[0], band.shape[2:]))
+            fused_bands = pyramid.weighted_bands(bands, [w.float() for w in refined])
+            fused_levels = pyramid.collapse_levels(fused_bands)
             for level, net in enumerate(nets):
                 level_image, fused = level_images[level], fused_levels[level]
-                extra = torch.stack(
+                feedback = torch.stack(
                     [
                         (10 * fused_bands[level]).expand_as(level_image),
                         (10 * self._gradient_magnitude(fused)).expand_as(level_image),
@@ -366,31 +366,40 @@ class BlendRefiner(nn.Module):
                     ],
                     dim=2,
                 )
-                refined[level] = self._correct(net, level_image, bands[level], refined[level], tag, extra)
+                refined[level] = self._correct(net, source_maps[level], refined[level], feedback)
         return refined
 
-    def _correct(
-        self,
-        net: nn.Module,
-        level_image: torch.Tensor,
-        band: torch.Tensor,
-        weight: torch.Tensor,
-        tag: torch.Tensor | None,
-        extra: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """One level's weights ``(B, N, *spatial_s)`` corrected by ``net`` from every source's maps (and
-        ``extra`` maps ``(B, N, K, *spatial_s)``, the previous pass's feedback)."""
-        log_weight = torch.log(weight.float().clamp_min(1e-4))
-        own = torch.stack(
-            [10 * band, 10 * band.abs(), 10 * self._gradient_magnitude(level_image), level_image, log_weight],
-            dim=2,
-        )  # (B, N, PER_SOURCE, *spatial_s)
+    def _source_maps(
+        self, level_image: torch.Tensor, band: torch.Tensor, tag: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Every source's maps at one level ``(B, N, 4, *spatial_s)`` (band, |band|, gradient magnitude,
+        level image) and its tag embedding spread over space ``(B, N, E, *spatial_s)`` (or ``None``)."""
+        maps = torch.stack(
+            [10 * band, 10 * band.abs(), 10 * self._gradient_magnitude(level_image), level_image], dim=2
+        )
         if tag is not None:
-            tag = tag.expand(own.shape[0], -1, -1).to(own.dtype)  # (B, N, E)
-            tag = tag.reshape(*tag.shape, *([1] * (own.ndim - 3))).expand(*tag.shape, *own.shape[3:])
-            own = torch.cat([own, tag], dim=2)
-        if extra is not None:
-            own = torch.cat([own, extra.to(own.dtype)], dim=2)
+            tag = tag.expand(maps.shape[0], -1, -1).to(maps.dtype)  # (B, N, E)
+            tag = tag.reshape(*tag.shape, *([1] * (maps.ndim - 3))).expand(*tag.shape, *maps.shape[3:])
+        return maps, tag
+
+    @staticmethod
+    def _correct(
+        net: nn.Module,
+        source_maps: tuple[torch.Tensor, torch.Tensor | None],
+        weight: torch.Tensor,
+        feedback: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """One level's weights ``(B, N, *spatial_s)`` corrected by ``net`` from every source's maps, its
+        log weight (and ``feedback`` maps ``(B, N, K, *spatial_s)`` of the previous pass's fusion), with
+        their mean and maximum over the sources."""
+        maps, tag = source_maps
+        log_weight = torch.log(weight.float().clamp_min(1e-4))
+        own = torch.cat(
+            [maps, log_weight.unsqueeze(2)]
+            + ([tag] if tag is not None else [])
+            + ([feedback.to(maps.dtype)] if feedback is not None else []),
+            dim=2,
+        )  # (B, N, PER_SOURCE [+ E] [+ FEEDBACK], *spatial_s)
         pooled = torch.cat([own.mean(dim=1), own.amax(dim=1)], dim=1).unsqueeze(1)
         joint = torch.cat([own, pooled.expand(-1, own.shape[1], *pooled.shape[2:])], dim=2)
         correction = net(joint.flatten(0, 1))[:, 0].unflatten(0, own.shape[:2])

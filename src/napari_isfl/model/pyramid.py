@@ -101,12 +101,24 @@ def laplacian_pyramid(images: torch.Tensor, levels: int) -> list[torch.Tensor]:
     return bands_of(gaussian_pyramid(images, levels))
 
 
+def collapse_levels(bands: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Every level image of the pyramid whose Laplacian bands are ``bands`` (coarsest band last),
+    finest first: level ``s`` is band ``s`` plus the upsampled level ``s + 1``."""
+    levels = [bands[-1]]
+    for band in reversed(bands[:-1]):
+        levels.insert(0, band + upsample(levels[0], band.shape[2:]))
+    return levels
+
+
 def collapse(bands: Sequence[torch.Tensor]) -> torch.Tensor:
     """The image whose :func:`laplacian_pyramid` is ``bands`` (coarsest band last)."""
-    image = bands[-1]
-    for band in reversed(bands[:-1]):
-        image = band + upsample(image, band.shape[2:])
-    return image
+    return collapse_levels(bands)[0]
+
+
+def weighted_bands(bands: Sequence[torch.Tensor], weights: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """The blended band ``(B, 1, *spatial_s)`` of every level: the sources' bands ``(B, N, *spatial_s)``
+    weighted by that level's ``weights`` and summed over the sources."""
+    return [(band * weight).sum(dim=1, keepdim=True) for band, weight in zip(bands, weights, strict=True)]
 
 
 def band_saliency(images: torch.Tensor, levels: int, eps: float = 1e-6) -> list[torch.Tensor]:
@@ -140,6 +152,4 @@ def blend(images: torch.Tensor, weights: Sequence[torch.Tensor]) -> torch.Tensor
             raise ValueError(
                 f"weights of shape {tuple(weight.shape)} for a pyramid band of {tuple(band.shape)}"
             )
-    return collapse(
-        [(band * weight).sum(dim=1, keepdim=True) for band, weight in zip(bands, weights, strict=True)]
-    )
+    return collapse(weighted_bands(bands, weights))
