@@ -37,7 +37,8 @@ BARS = {
 def read_log(path: Path) -> dict[str, list[float]]:
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle))
-    return {key: [float(row[key]) for row in rows] for key in rows[0]}
+    # a column a step does not log (the distillation term's mean at step 0) reads as NaN
+    return {key: [float(row[key] or "nan") for row in rows] for key in rows[0]}
 
 
 def main() -> None:
@@ -110,10 +111,20 @@ def plot_front(
 ) -> None:
     """``y_key`` against ``x_key`` (``"TASK metric"``) for every logged checkpoint; the last one of each
     run is ringed. The bars' corner (upper right) is where a model meets both."""
-    fig, ax = plt.subplots(figsize=(7, 5), dpi=100)
-    for name, log in logs.items():
+    many = len(logs) > 8  # then distinct colours for up to 20 runs and the legend beside the plot
+    fig, ax = plt.subplots(figsize=(10.5, 5.5) if many else (7, 5), dpi=100)
+    colours = plt.get_cmap("tab20").colors if many else plt.get_cmap("tab10").colors
+    for index, (name, log) in enumerate(logs.items()):
         if x_key in log and y_key in log:
-            (line,) = ax.plot(log[x_key], log[y_key], marker="o", markersize=4, alpha=0.7, label=name)
+            (line,) = ax.plot(
+                log[x_key],
+                log[y_key],
+                marker="o",
+                markersize=4,
+                alpha=0.7,
+                label=name,
+                color=colours[index % len(colours)],
+            )
             ax.plot(
                 log[x_key][-1], log[y_key][-1], "o", markersize=11, fillstyle="none", color=line.get_color()
             )
@@ -125,7 +136,10 @@ def plot_front(
     ax.set_xlabel(f"{x_key} (dashed: its bar)")
     ax.set_ylabel(f"{y_key} (dashed: its bar)")
     ax.set_title("Harvard dev, every logged checkpoint (ringed: the last)", fontsize=10)
-    ax.legend(fontsize=7, loc="lower left")
+    if many:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    else:
+        ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     output.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(output)
