@@ -357,17 +357,24 @@ class BlendRefiner(nn.Module):
             fused_bands = pyramid.weighted_bands(bands, [w.float() for w in refined])
             fused_levels = pyramid.collapse_levels(fused_bands)
             for level, net in enumerate(nets):
-                level_image, fused = level_images[level], fused_levels[level]
-                feedback = torch.stack(
-                    [
-                        (10 * fused_bands[level]).expand_as(level_image),
-                        (10 * self._gradient_magnitude(fused)).expand_as(level_image),
-                        level_image - fused,
-                    ],
-                    dim=2,
-                )
+                feedback = self._feedback_maps(level_images[level], fused_bands[level], fused_levels[level])
                 refined[level] = self._correct(net, source_maps[level], refined[level], feedback)
         return refined
+
+    def _feedback_maps(
+        self, level_image: torch.Tensor, fused_band: torch.Tensor, fused: torch.Tensor
+    ) -> torch.Tensor:
+        """What a later pass sees of the previous pass's fusion at one level, per source ``(B, N,
+        FEEDBACK, *spatial_s)``: the fused band (x10), the fused level image's gradient magnitude (x10)
+        and the source's level image minus the fused one."""
+        return torch.stack(
+            [
+                (10 * fused_band).expand_as(level_image),
+                (10 * self._gradient_magnitude(fused)).expand_as(level_image),
+                level_image - fused,
+            ],
+            dim=2,
+        )
 
     def _source_maps(
         self, level_image: torch.Tensor, band: torch.Tensor, tag: torch.Tensor | None
