@@ -94,6 +94,11 @@ def test_widget_fuses_through_the_manifest(
 
     widget.run()  # again: the outputs are updated, not duplicated
     assert len(viewer.layers) == 5
+    # the lesion guard is on by default (the FLAIR found by its layer name); a synthesis model has none
+    assert widget.options()["lesion_guard"] == "auto"
+    assert provenance["parameters"]["lesion_guard"] is None
+    widget.lesion_guard.value = False
+    assert widget.options()["lesion_guard"] is None
 
 
 def test_widget_runs_in_a_worker_with_progress(

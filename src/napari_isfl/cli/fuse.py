@@ -19,6 +19,35 @@ def _parse_modalities(text: str | None, count: int) -> list[str] | None:
     return tags
 
 
+def parse_lesion_guard(text: str, count: int) -> int | str | None:
+    """``--lesion-guard``: ``auto``, ``off``, or the number (1 = first) of the input to guard."""
+    text = text.strip().lower()
+    if text in ("auto", "off"):
+        return text
+    try:
+        number = int(text)
+    except ValueError:
+        raise ValueError(f"--lesion-guard takes auto, off or an input number, got {text!r}") from None
+    if not 1 <= number <= count:
+        raise ValueError(f"--lesion-guard {number}: give an input number from 1 to {count} (the FLAIR)")
+    return number - 1
+
+
+def describe_lesion_guard(provenance: dict) -> str | None:
+    """One line on what the lesion guard did, or ``None`` when it was off."""
+    report = provenance.get("parameters", {}).get("lesion_guard")
+    if not report or report.get("kept") is None:
+        return None
+    kept, learned = report["kept"], report["kept_learned"]
+    if report["coarse_share"] > 0:
+        return (
+            f"lesion guard: {report['input']}'s share of the coarsest blend level raised to "
+            f"{report['coarse_share']:.2f}, keeping {kept:.2f} of its lesion contrast "
+            f"(learned blend: {learned:.2f})"
+        )
+    return f"lesion guard: the learned blend keeps {kept:.2f} of {report['input']}'s lesion contrast"
+
+
 def check_inputs(paths: Sequence[str]) -> None:
     """Cheap checks before torch loads: every input exists and is a file (or a folder: a DICOM series).
 
@@ -37,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     # refuse bad paths before the heavy imports: a mistyped path costs well under a second
     check_inputs(args.inputs)
     modalities = _parse_modalities(args.modality, len(args.inputs))
+    lesion_guard = parse_lesion_guard(args.lesion_guard, len(args.inputs))
     outputs = {"fused": args.output, "stability": args.stability, "provenance": args.provenance}
     OutputPlan(outputs, args.inputs, overwrite=not args.no_overwrite)
 
@@ -64,9 +94,14 @@ def run(args: argparse.Namespace) -> int:
         amp=not args.no_amp,
         crop_foreground=not args.no_crop,
         progress=report,
+        lesion_guard=lesion_guard,
+        lesion_guard_ratio=args.lesion_guard_ratio,
     )
     progress_line.close()
     if not args.quiet:
+        guarded = describe_lesion_guard(result.provenance)
+        if guarded:
+            print(guarded, file=sys.stderr)
         written = [str(path) for path in (args.output, args.stability, args.provenance) if path]
         print(
             f"wrote {', '.join(written)} ({result.provenance['seconds']:.1f} s on "
@@ -120,6 +155,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "else the whole image when it fits), training (always the training crop size), N or N,N,N",
     )
     parser.add_argument("--overlap", type=float, default=0.25, help="sliding-window overlap (default 0.25)")
+    parser.add_argument(
+        "--lesion-guard",
+        default="auto",
+        metavar="auto|off|N",
+        help="keep the hyperintensities (oedema, MS plaques) of input N (1 = first; auto: the first MRI "
+        "input whose file name says FLAIR) at least --lesion-guard-ratio as visible as there, by raising "
+        "its share of the coarsest blend level where the learned blend keeps less (default auto)",
+    )
+    parser.add_argument(
+        "--lesion-guard-ratio",
+        type=float,
+        default=0.8,
+        metavar="R",
+        help="the share of the FLAIR's lesion contrast the fusion keeps, in (0, 1] (default 0.8)",
+    )
     parser.add_argument("--grey", action="store_true", help="write grey output even when an input is colour")
     parser.add_argument("--no-amp", action="store_true", help="disable mixed precision on GPU")
     parser.add_argument(

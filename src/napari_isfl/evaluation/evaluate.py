@@ -14,7 +14,6 @@ of low-uptake regions (see :func:`napari_isfl.evaluation.scores.functional_fidel
 from __future__ import annotations
 
 import csv
-import re
 import sys
 import time
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ import numpy as np
 
 from ..cases import Case, cases_from_csv, cases_from_folder
 from ..io import read_image, ycbcr_to_rgb
+from ..lesions import is_flair_name
 from ..normalization import FUNCTIONAL_MODALITIES, normalize_intensity
 from ..spatial import foreground_box, resample_to_reference
 from .baselines import BASELINES, fuse_baseline
@@ -56,14 +56,8 @@ def _task(case: Case) -> str:
 ISFL_METHODS = ("isfl", "isfl-2.5d")
 #: window seams and lesion visibility, beside the nine metrics
 FIDELITY_KEYS = ("lesion_contrast_ratio", "seam_ratio")
-FLAIR_HINTS = ("flair", "fla", "t2f")
 #: columns not ranked in the tables: time, and the seam ratio (best near 1, not at its maximum)
 UNRANKED = ("seconds", "seam_ratio")
-
-
-def _is_flair(path: Path) -> bool:
-    tokens = {t for t in re.split(r"[^a-z0-9]+", path.name.lower()) if t}
-    return bool(tokens & set(FLAIR_HINTS))
 
 
 def _lesion_mask(case: Case, normalised: np.ndarray, brain: np.ndarray) -> np.ndarray | None:
@@ -73,7 +67,7 @@ def _lesion_mask(case: Case, normalised: np.ndarray, brain: np.ndarray) -> np.nd
         if mask.shape != brain.shape:
             raise ValueError(f"{case.lesion_mask}: mask of shape {mask.shape} for images of {brain.shape}")
         return mask
-    flair = [i for i, path in enumerate(case.images) if _is_flair(Path(path))]
+    flair = [i for i, path in enumerate(case.images) if is_flair_name(Path(path).name)]
     return oedema_mask(normalised[flair[0]], brain) if flair and normalised.ndim == 4 else None
 
 
@@ -84,10 +78,12 @@ def _fuse(
     modalities: list[str],
     engines,
     window: dict,
+    names: list[str],
 ) -> tuple[np.ndarray, dict]:
-    """A method's fusion and (for ISFL) its provenance."""
+    """A method's fusion and (for ISFL) its provenance. ``names`` (the files'): ISFL's lesion guard finds
+    the FLAIR by them, as ``isfl fuse`` does."""
     if method == "isfl":
-        result = engines["isfl"].fuse(arrays, modalities, **window)
+        result = engines["isfl"].fuse(arrays, modalities, names=names, **window)
         return result.fused, result.provenance
     if method == "isfl-2.5d":
         if normalised.ndim != 4:
@@ -157,7 +153,9 @@ def evaluate(
         fused_by_method = {}
         for method in methods:
             started = time.perf_counter()
-            fused, provenance = _fuse(method, arrays, normalised, list(case.modalities), engines, window)
+            fused, provenance = _fuse(
+                method, arrays, normalised, list(case.modalities), engines, window, [d.name for d in data]
+            )
             seconds = time.perf_counter() - started
             fused_by_method[method] = fused
             scored = to_uint8_scale(np.clip(fused[box], 0, 1))

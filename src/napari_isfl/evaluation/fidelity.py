@@ -25,7 +25,9 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import ndimage
+
+from ..lesions import hyperintensity_mask as oedema_mask
+from ..lesions import normal_tissue, region_contrast
 
 __all__ = ["lesion_contrast", "oedema_mask", "seam_ratio"]
 
@@ -97,15 +99,6 @@ def seam_ratio(
     return {"seam_fused": fused_ratio, "seam_inputs": inputs, "seam_ratio": ratio}
 
 
-def oedema_mask(flair: np.ndarray, brain: np.ndarray, top_percent: float = 5.0) -> np.ndarray:
-    """The brightest ``top_percent`` of a normalised FLAIR inside the brain: the oedema (or the
-    hyperintense lesions) where no expert mask exists."""
-    values = flair[brain]
-    if values.size == 0:
-        return np.zeros_like(brain)
-    return brain & (flair >= np.percentile(values, 100.0 - top_percent))
-
-
 def lesion_contrast(
     fused: np.ndarray,
     sources: Sequence[np.ndarray],
@@ -123,7 +116,7 @@ def lesion_contrast(
         source ``lesion_source``, and ``lesion_contrast_ratio`` = fused / source (NaN without a lesion).
     """
     lesion = np.asarray(lesion, bool) & np.asarray(brain, bool)
-    normal = np.asarray(brain, bool) & ~ndimage.binary_dilation(lesion, iterations=margin)
+    normal = normal_tissue(lesion, brain, margin)
     if not lesion.any() or not normal.any():
         return {
             "lesion_contrast": math.nan,
@@ -133,7 +126,7 @@ def lesion_contrast(
         }
 
     def contrast(image: np.ndarray) -> float:
-        return float(np.mean(image[lesion]) - np.mean(image[normal]))
+        return region_contrast(np.asarray(image, dtype=np.float64), lesion, normal)
 
     per_source = [contrast(np.asarray(s, dtype=np.float64)) for s in sources]
     best = int(np.argmax(per_source))

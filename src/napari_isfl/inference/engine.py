@@ -22,6 +22,7 @@ from scipy import ndimage
 from .. import __version__
 from ..device import select_device
 from ..io import split_colour, ycbcr_to_rgb
+from ..lesions import guard_share, hyperintensity_mask, is_flair_name, normal_tissue, region_contrast
 from ..model.checkpoint import LoadedModel, load_model
 from ..normalization import IntensitySpec, guess_modality, looks_like_hounsfield, normalize_intensity
 from ..spatial import foreground_box
@@ -31,6 +32,7 @@ __all__ = [
     "FusionCancelled",
     "FusionEngine",
     "FusionResult",
+    "LesionGuard",
     "block_masks",
     "fuse",
     "fuse_tensor",
@@ -39,6 +41,68 @@ __all__ = [
 
 ProgressCallback = Callable[[int, int], None]
 CancelCallback = Callable[[], bool]
+
+#: a voxel is brain (or body) when some normalised input exceeds this (as ``isfl evaluate`` measures)
+BRAIN_THRESHOLD = 0.02
+
+
+@dataclass(frozen=True)
+class LesionGuard:
+    """Keep at least ``ratio`` of input ``source``'s hyperintensity contrast in the fusion.
+
+    The hyperintensities are the brightest ``top_percent`` of that input (a FLAIR) inside the brain
+    (:func:`napari_isfl.lesions.hyperintensity_mask`); their contrast is measured against normal tissue 2
+    voxels away. When the learned blend keeps less, the input's share of the coarsest pyramid level is
+    raised to the least value that keeps ``ratio`` (the blend stays convex, finer levels stay as learned):
+    the T1-weighted anatomy the model prefers cannot wash out an oedema or an MS plaque.
+    """
+
+    source: int
+    ratio: float = 0.8
+    top_percent: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.ratio <= 1.0 or not 0.0 < self.top_percent < 100.0:
+            raise ValueError(
+                f"a lesion guard needs 0 < ratio <= 1 and 0 < top_percent < 100, got {self.ratio} and "
+                f"{self.top_percent}"
+            )
+
+    def apply(
+        self,
+        net: torch.nn.Module,
+        batch: torch.Tensor,
+        weights: list[torch.Tensor],
+        residual: torch.Tensor | None,
+        fused: torch.Tensor,
+    ) -> tuple[torch.Tensor, list[torch.Tensor], dict]:
+        """The guarded fusion, its weights, and a report of what was done, for a pyramid head's blend
+        ``fused = net.compose(batch, weights, residual)`` of the normalised ``batch`` ``(1, N, *S)``."""
+        images = batch[0].float().cpu().numpy()
+        brain = (images > BRAIN_THRESHOLD).any(axis=0)
+        lesion = hyperintensity_mask(images[self.source], brain, self.top_percent)
+        normal = normal_tissue(lesion, brain)
+        source = region_contrast(images[self.source], lesion, normal)
+        learned = region_contrast(fused[0, 0].float().cpu().numpy(), lesion, normal)
+        report = {"input": self.source, "ratio": self.ratio, "coarse_share": 0.0}
+        share = 0.0
+        if source > 0 and learned < self.ratio * source:  # falls short (False for NaN): try the full share
+            onehot = torch.zeros_like(weights[-1])
+            onehot[:, self.source] = 1.0
+            floored = net.compose(batch, weights[:-1] + [onehot], residual)
+            at_full_share = region_contrast(floored[0, 0].float().cpu().numpy(), lesion, normal)
+            share = guard_share(source, learned, at_full_share, self.ratio)
+            if share > 0:
+                # the blend is linear in its weights: the fusion at share s is this mixture (clamping aside)
+                fused = ((1.0 - share) * fused + share * floored).clamp(0.0, 1.0)
+                weights = weights[:-1] + [share * onehot + (1.0 - share) * weights[-1]]
+        kept = region_contrast(fused[0, 0].float().cpu().numpy(), lesion, normal) if share else learned
+        report |= {
+            "coarse_share": round(share, 4),
+            "kept_learned": round(learned / source, 4) if source > 0 else None,
+            "kept": round(kept / source, 4) if source > 0 else None,
+        }
+        return fused, weights, report
 
 
 class FusionCancelled(RuntimeError):
@@ -145,6 +209,8 @@ class FusionEngine:
         progress: ProgressCallback | None = None,
         cancel: CancelCallback | None = None,
         rgb: bool | Sequence[bool] | None = None,
+        lesion_guard: int | str | None = "auto",
+        lesion_guard_ratio: float = 0.8,
     ) -> FusionResult:
         """Fuse co-registered images of two or more modalities.
 
@@ -179,6 +245,12 @@ class FusionEngine:
             rgb: whether inputs of shape ``(H, W, 3|4)`` are colour images (``True``: their luminance is
                 fused and the first one's colour re-attached in ``result.fused_rgb``) or volumes
                 (``False``); one flag or one per input. ``None`` refuses such an input rather than guess.
+            lesion_guard: the input (index) whose hyperintensities must stay visible: the fusion keeps at
+                least ``lesion_guard_ratio`` of their contrast against normal tissue (:class:`LesionGuard`;
+                pyramid-head models). ``"auto"``: the first MRI input whose name says FLAIR (``flair``,
+                ``fla``, ``t2f``), if any; ``None`` or ``"off"``: the learned blend as it is. What was done
+                is in ``provenance["parameters"]["lesion_guard"]``.
+            lesion_guard_ratio: that least share of the input's lesion contrast, in (0, 1].
 
         Returns:
             a :class:`FusionResult` of the inputs' shape.
@@ -221,6 +293,9 @@ class FusionEngine:
         stack, norm_info = normalise_inputs(arrays, modalities, loaded, normalization, names)
 
         net = loaded.network
+        guard = resolve_lesion_guard(
+            lesion_guard, lesion_guard_ratio, names, modalities, net.head_mode == "pyramid"
+        )
         multiple = int(getattr(net, "size_multiple", 1))
         crop = loaded.training_crop_size  # "training" windows, and auto's reference
         if isinstance(roi_size, str):
@@ -295,9 +370,13 @@ class FusionEngine:
                 contributions=contributions,
                 extra=stability_spread if stability else None,
                 before_batch=before_batch,
+                lesion_guard=guard,
             )
         if progress is not None:
             progress(total, total)
+        guard_report = output.pop("lesion_guard", None)
+        if guard_report is not None:
+            guard_report["input"] = names[guard_report["input"]]
         output = {k: v[0].numpy() for k, v in output.items()}
 
         shape = stack.shape[1:]
@@ -345,6 +424,7 @@ class FusionEngine:
                 "stability_passes": stability_passes if stability else 0,
                 "contributions": contributions,
                 "seed": seed,
+                "lesion_guard": guard_report,
             },
             "windows": windows,
             # where windows start or end, in the input's coordinates: the planes a seam would show on
@@ -360,6 +440,36 @@ class FusionEngine:
         if chroma is not None:
             fused_rgb = ycbcr_to_rgb(np.concatenate([fused[None] * 255.0, chroma])).astype(np.float32) / 255.0
         return FusionResult(fused, stability_map, contribution_maps, modalities, provenance, fused_rgb)
+
+
+def resolve_lesion_guard(
+    choice: int | str | None,
+    ratio: float,
+    names: Sequence[str],
+    modalities: Sequence[str],
+    pyramid_head: bool,
+) -> LesionGuard | None:
+    """The :class:`LesionGuard` that ``FusionEngine.fuse(lesion_guard=choice)`` asks for (see there), or
+    ``None``. An explicit input index is refused for a model whose fusion is not a blend."""
+    LesionGuard(0, ratio)  # validates the ratio whatever the choice
+    if choice is None or choice == "off":
+        return None
+    if choice == "auto":
+        pairs = zip(names, modalities, strict=True)
+        flair = [i for i, (name, modality) in enumerate(pairs) if modality == "mri" and is_flair_name(name)]
+        return LesionGuard(flair[0], ratio) if flair and pyramid_head else None
+    if isinstance(choice, bool) or not isinstance(choice, int | np.integer):
+        raise ValueError(f"lesion_guard must be an input index, 'auto', 'off' or None, got {choice!r}")
+    if not 0 <= choice < len(names):
+        raise ValueError(
+            f"lesion_guard={choice} names no input: give the index (0 to {len(names) - 1}) of the FLAIR"
+        )
+    if not pyramid_head:
+        raise ValueError(
+            "lesion_guard needs a pyramid-head model (its fusion is a blend of the inputs); use "
+            "lesion_guard=None with this model"
+        )
+    return LesionGuard(int(choice), ratio)
 
 
 def normalise_inputs(
@@ -405,10 +515,12 @@ def fuse_tensor(
     contributions: bool = False,
     extra: Callable[[torch.Tensor], dict[str, torch.Tensor]] | None = None,
     before_batch: Callable[[], None] | None = None,
-) -> dict[str, torch.Tensor]:
+    lesion_guard: LesionGuard | None = None,
+) -> dict:
     """Fuse a normalised ``(1, N, *S)`` tensor (sizes multiples of the network's ``size_multiple``) in
     sliding windows: ``{"fused": (1, 1, *S)}`` on the CPU, plus ``contributions`` and whatever ``extra``
-    returns per window batch (stitched the same way).
+    returns per window batch (stitched the same way), and with ``lesion_guard`` (pyramid head only) its
+    report under ``"lesion_guard"``.
 
     The synthesis head's windows are Gaussian-blended fused values. The pyramid head's windows return
     their blend *weights* (and residual), which are Gaussian-blended and then applied once to the whole
@@ -437,11 +549,16 @@ def fuse_tensor(
                 outputs |= extra(window)
         return outputs
 
+    if lesion_guard is not None and not pyramid_head:
+        raise ValueError("a lesion guard needs a pyramid-head model (its fusion is a blend of the inputs)")
     output = run_windows(predictor, batch, roi, overlaps, sw_batch_size, device)
     if pyramid_head:
         weights = [output.pop(f"weights{level}").to(device) for level in range(len(net.features))]
         residual = output.pop("residual").to(device) if "residual" in output else None
-        output["fused"] = net.compose(batch, weights, residual).cpu()
+        fused = net.compose(batch, weights, residual)
+        if lesion_guard is not None:
+            fused, weights, output["lesion_guard"] = lesion_guard.apply(net, batch, weights, residual, fused)
+        output["fused"] = fused.cpu()
         if contributions:
             output["contributions"] = net.mean_weights(weights).cpu()
     return output

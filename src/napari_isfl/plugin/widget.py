@@ -120,6 +120,13 @@ class FusionWidget(Container):
         self.contributions = CheckBox(
             text="Contribution maps", tooltip="each input's share of the fused image (added hidden)"
         )
+        self.lesion_guard = CheckBox(
+            text="Keep FLAIR lesions visible",
+            value=True,
+            tooltip="the input whose layer name says FLAIR keeps at least 80 % of its hyperintensity "
+            "(oedema, MS plaque) contrast in the fusion: its share of the coarsest blend level is raised "
+            "where the learned blend keeps less (blend models; the provenance says what was done)",
+        )
         self.overlay = CheckBox(
             text="Colour overlay for PET/SPECT",
             value=True,
@@ -153,6 +160,7 @@ class FusionWidget(Container):
                 self.overlap,
                 self.stability,
                 self.contributions,
+                self.lesion_guard,
                 self.overlay,
                 self.resample,
                 self.output_name,
@@ -262,6 +270,7 @@ class FusionWidget(Container):
             "stability": bool(self.stability.value),
             "contributions": bool(self.contributions.value),
             "overlay": bool(self.overlay.value),
+            "lesion_guard": "auto" if self.lesion_guard.value else None,
         }
 
     def run(self, resample: bool | None = None) -> None:
