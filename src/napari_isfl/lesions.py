@@ -16,8 +16,8 @@ Examples:
     >>> normal = normal_tissue(lesion, brain)
     >>> round(region_contrast(flair, lesion, normal), 2)
     0.5
-    >>> round(guard_share(source=0.5, learned=0.3, floored=0.45, ratio=0.8), 4)   # 0.3 + s * 0.15 = 0.4
-    0.6667
+    >>> round(guard_share(source=0.5, learned=0.3, floored=0.45, ratio=0.8), 3)   # 0.3 + s * 0.15 = 0.4
+    0.667
     >>> guard_share(source=0.5, learned=0.45, floored=0.5, ratio=0.8)   # already kept: nothing to do
     0.0
     >>> is_flair_name("OtherEXampleFromTCIA_fla_bet.nii.gz"), is_flair_name("t1c")
@@ -33,6 +33,7 @@ from scipy import ndimage
 
 __all__ = [
     "FLAIR_HINTS",
+    "GUARD_MARGIN",
     "guard_share",
     "hyperintensity_mask",
     "is_flair_name",
@@ -83,6 +84,10 @@ def region_contrast(image: np.ndarray, lesion: np.ndarray, normal: np.ndarray) -
     return float(np.mean(image[lesion], dtype=np.float64) - np.mean(image[normal], dtype=np.float64))
 
 
+#: the guard aims this fraction above the asked ratio, so float32 rounding cannot leave it just under
+GUARD_MARGIN = 1e-4
+
+
 def guard_share(source: float, learned: float, floored: float, ratio: float) -> float:
     """The least share ``s`` in [0, 1] of the guarded input at the coarsest blend level for which the
     fusion keeps ``ratio`` of that input's lesion contrast.
@@ -93,7 +98,7 @@ def guard_share(source: float, learned: float, floored: float, ratio: float) -> 
     0 when the learned fusion keeps enough already, when the input shows no hyperintensity (``source`` not
     positive or NaN), or when the floor does not raise the contrast; 1 when even the full share falls short.
     """
-    target = ratio * source
+    target = ratio * source * (1.0 + GUARD_MARGIN)
     if not np.isfinite(source) or source <= 0 or not np.isfinite(learned) or learned >= target:
         return 0.0
     if not np.isfinite(floored) or floored <= learned:
