@@ -89,6 +89,8 @@ def _child(spec: dict, queue: mp.Queue) -> None:
                 result = engine.fuse(
                     images,
                     ["mri"] * len(images),
+                    # the files' names, as `isfl fuse` passes them: the lesion guard finds the FLAIR by them
+                    names=[Path(p).name for p in REAL_CASES.get(spec["case"] or "", [])] or None,
                     crop_foreground=spec["crop"],
                     amp=spec["amp"],
                     roi_size=parse_patch_size(spec["patch_size"]),

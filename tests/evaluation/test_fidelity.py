@@ -127,3 +127,30 @@ def test_evaluate_reports_lesion_contrast_and_seams(tmp_path, tiny_checkpoint_3d
     # the mean dilutes the FLAIR lesion with the T1's darker one: visible, but well below the FLAIR's
     assert 0.1 < by["masked", "mean"]["lesion_contrast_ratio"] < 0.6
     assert "seam_ratio" in by["masked", "isfl"] and "seam_ratio" not in by["masked", "mean"]
+
+
+def test_evaluate_scores_isfl_with_its_lesion_guard(tmp_path) -> None:
+    """``isfl evaluate`` fuses as ``isfl fuse`` does: the lesion guard finds the FLAIR by its file name
+    (``lesion_guard=None`` scores the learned blend alone)."""
+    from core_helpers import save_tiny_checkpoint
+
+    model = save_tiny_checkpoint(tmp_path / "pyramid3d.pt", 3, head="pyramid")
+    shape = (41, 46, 37)
+    grids = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
+    brain = sum(g**2 for g in grids) < 0.8
+    oedema = sum((g - 0.15) ** 2 for g in grids) < 0.15  # large, as an oedema: the coarse level sees it
+    t1c = np.where(brain, 0.6, 0.0) - 0.2 * oedema
+    flair = np.where(brain, 0.3, 0.0) + 0.5 * oedema
+    for name, array in (("t1c", t1c), ("flair", flair)):
+        nib.save(nib.Nifti1Image(np.asarray(array, np.float32), np.eye(4)), tmp_path / f"{name}.nii.gz")
+    table = tmp_path / "cases.csv"
+    table.write_text("name,images,modalities\npatient,t1c.nii.gz;flair.nii.gz,mri;mri\n")
+    from napari_isfl.cases import cases_from_csv
+
+    ratio = {
+        guard: evaluate(cases_from_csv(table), ["isfl"], str(model), progress=False, lesion_guard=guard)[0][
+            "lesion_contrast_ratio"
+        ]
+        for guard in ("auto", None)
+    }
+    assert ratio[None] < 0.8 <= ratio["auto"]

@@ -114,8 +114,9 @@ def test_guard_keeps_the_ratio_and_records_it(pyramid_ckpt, dims: int) -> None:
     assert report["coarse_share"] > 0
     kept = kept_share(guarded.fused, t1, flair)
     assert kept == pytest.approx(report["kept"], abs=1e-3)
-    # the share is the least that keeps 95 %, or all of it when that is not enough
-    assert kept >= 0.95 if report["coarse_share"] < 1 else kept > learned
+    # the least shares that keep 95 %: every level's share only when the coarsest level's is not enough
+    assert kept >= 0.95 and kept < 0.96
+    assert report["all_levels_share"] == 0 or report["coarse_share"] == 1
     assert guarded.fused.min() >= 0 and guarded.fused.max() <= 1
     # a ratio the learned blend already keeps changes nothing
     relaxed = fuse(
@@ -153,11 +154,34 @@ def test_guarded_fusion_is_the_blend_of_its_weights() -> None:
         fused = net.compose(batch, weights)
         guarded, guarded_weights, report = LesionGuard(1, ratio=0.99).apply(net, batch, weights, None, fused)
         recomposed = net.compose(batch, guarded_weights)
-    assert 0 < report["coarse_share"] <= 1
-    for level in range(len(weights) - 1):
-        assert guarded_weights[level] is weights[level]  # finer levels stay as learned
-    torch.testing.assert_close(guarded_weights[-1].sum(dim=1), torch.ones_like(guarded_weights[-1][:, 0]))
+    assert 0 < report["coarse_share"] <= 1 and report["kept"] >= 0.99
+    if report["all_levels_share"] == 0:
+        for level in range(len(weights) - 1):
+            assert guarded_weights[level] is weights[level]  # finer levels stay as learned
+    for level in guarded_weights:
+        torch.testing.assert_close(level.sum(dim=1), torch.ones_like(level[:, 0]))
     torch.testing.assert_close(guarded, recomposed, atol=2e-3, rtol=0)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_small_lesions_get_every_level(dims: int) -> None:
+    """A lesion of a few voxels lives in the fine bands: the coarsest level's share cannot keep it, every
+    level's share then does (up to the FLAIR itself)."""
+    torch.manual_seed(0)
+    net = tiny_net(dims, head="pyramid").eval()
+    shape = (1, 2) + (36, 40, 28)[:dims]
+    batch = torch.full(shape, 0.5)
+    batch[0, 0] += 0.3  # T1 brighter in normal tissue
+    spot = (0, 1) + tuple(slice(n // 2, n // 2 + 2) for n in shape[2:])
+    batch[spot] = 0.95  # a lesion of 2 voxels per axis in the FLAIR
+    with torch.no_grad():
+        weights = list(net.blend_maps(batch, torch.tensor([0, 0]))["weights"])
+        fused = net.compose(batch, weights)
+        guard = LesionGuard(1, ratio=0.8, top_percent=100 * 2**dims / np.prod(shape[2:]))
+        guarded, guarded_weights, report = guard.apply(net, batch, weights, None, fused)
+    assert report["kept_learned"] < 0.8 and report["coarse_share"] == 1
+    assert 0 < report["all_levels_share"] < 1 and 0.8 <= report["kept"] < 0.81
+    torch.testing.assert_close(guarded, net.compose(batch, guarded_weights), atol=2e-3, rtol=0)
 
 
 def test_auto_finds_the_flair_by_name(pyramid_ckpt) -> None:
@@ -195,8 +219,17 @@ def test_cli_guard_option() -> None:
     for text, message in (("3", "from 1 to 2"), ("0", "from 1 to 2"), ("t2", "auto, off or an input number")):
         with pytest.raises(ValueError, match=message):
             parse_lesion_guard(text, 2)
-    raised = {"input": "flair.nii.gz", "ratio": 0.8, "coarse_share": 0.57, "kept_learned": 0.64, "kept": 0.8}
+    raised = {
+        "input": "flair.nii.gz",
+        "ratio": 0.8,
+        "coarse_share": 0.57,
+        "all_levels_share": 0.0,
+        "kept_learned": 0.64,
+        "kept": 0.8,
+    }
     assert "raised to 0.57" in describe_lesion_guard({"parameters": {"lesion_guard": raised}})
+    small = raised | {"coarse_share": 1.0, "all_levels_share": 0.3}
+    assert "every level 0.30" in describe_lesion_guard({"parameters": {"lesion_guard": small}})
     kept = raised | {"coarse_share": 0.0, "kept_learned": 0.85, "kept": 0.85}
     assert "keeps 0.85" in describe_lesion_guard({"parameters": {"lesion_guard": kept}})
     assert describe_lesion_guard({"parameters": {"lesion_guard": None}}) is None

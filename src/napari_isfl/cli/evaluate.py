@@ -27,8 +27,11 @@ def run(args: argparse.Namespace) -> int:
         roi_size=parse_patch_size(args.patch_size),
         overlap=args.overlap,
         model_2d=args.model_2d,
+        lesion_guard=None if args.lesion_guard == "off" else "auto",
     )
     title = f"Evaluation of {args.data}"
+    if args.lesion_guard == "off":
+        title += " (ISFL without its lesion guard)"
     if args.patch_size not in (None, "", "auto"):
         title += f" (ISFL in {args.patch_size} windows, overlap {args.overlap})"
     path = write_tables(rows, args.output, title=title)
@@ -64,6 +67,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--overlap", type=float, default=0.25, help="ISFL sliding-window overlap (default 0.25)"
+    )
+    parser.add_argument(
+        "--lesion-guard",
+        choices=("auto", "off"),
+        default="auto",
+        help="ISFL's lesion guard as isfl fuse has it (auto, the default) or off (the learned blend alone)",
     )
     parser.add_argument("-q", "--quiet", action="store_true")
     parser.set_defaults(handler=run)

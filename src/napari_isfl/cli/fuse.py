@@ -40,10 +40,11 @@ def describe_lesion_guard(provenance: dict) -> str | None:
         return None
     kept, learned = report["kept"], report["kept_learned"]
     if report["coarse_share"] > 0:
+        every = report.get("all_levels_share", 0.0)
         return (
             f"lesion guard: {report['input']}'s share of the coarsest blend level raised to "
-            f"{report['coarse_share']:.2f}, keeping {kept:.2f} of its lesion contrast "
-            f"(learned blend: {learned:.2f})"
+            f"{report['coarse_share']:.2f}{f', of every level {every:.2f}' if every else ''}, keeping "
+            f"{kept:.2f} of its lesion contrast (learned blend: {learned:.2f})"
         )
     return f"lesion guard: the learned blend keeps {kept:.2f} of {report['input']}'s lesion contrast"
 

@@ -104,12 +104,14 @@ def evaluate(
     roi_size: Sequence[int] | int | str | None = None,
     overlap: float = 0.25,
     model_2d: str = "isfl-2d",
+    lesion_guard: str | None = "auto",
 ) -> list[dict]:
     """Fuse every case with every method and score it.
 
     ``roi_size`` and ``overlap`` are the sliding-window settings of :func:`napari_isfl.inference.fuse`
     for ISFL (``None``: its automatic choice, see :func:`napari_isfl.inference.resolve_roi_size`);
-    ``model_2d`` is the 2D model of ``isfl-2.5d``.
+    ``model_2d`` is the 2D model of ``isfl-2.5d``; ``lesion_guard`` (``"auto"`` or ``None``) is ISFL's, as
+    ``isfl fuse`` has it (``None``: the learned blend alone, for ablations).
 
     Beside the metrics, every row has ``lesion_contrast_ratio`` where the case has a lesion mask or a
     FLAIR input (the fused lesion's contrast relative to the best source's, see
@@ -129,7 +131,7 @@ def evaluate(
         from ..inference import FusionEngine
 
         engines = {"isfl": FusionEngine(model, device), "isfl-2.5d": FusionEngine(model_2d, device)}
-    window = {"roi_size": roi_size, "overlap": overlap}
+    window = {"roi_size": roi_size, "overlap": overlap, "lesion_guard": lesion_guard}
     rows: list[dict] = []
     montages: dict[str, int] = {}
     for index, case in enumerate(cases):

@@ -53,8 +53,9 @@ class LesionGuard:
     The hyperintensities are the brightest ``top_percent`` of that input (a FLAIR) inside the brain
     (:func:`napari_isfl.lesions.hyperintensity_mask`); their contrast is measured against normal tissue 2
     voxels away. When the learned blend keeps less, the input's share of the coarsest pyramid level is
-    raised to the least value that keeps ``ratio`` (the blend stays convex, finer levels stay as learned):
-    the T1-weighted anatomy the model prefers cannot wash out an oedema or an MS plaque.
+    raised to the least value that keeps ``ratio`` (the blend stays convex, finer levels stay as learned),
+    and if that is not enough (a lesion of a few voxels), its share of every level: the T1-weighted anatomy
+    the model prefers cannot wash out an oedema or an MS plaque.
     """
 
     source: int
@@ -77,31 +78,55 @@ class LesionGuard:
         fused: torch.Tensor,
     ) -> tuple[torch.Tensor, list[torch.Tensor], dict]:
         """The guarded fusion, its weights, and a report of what was done, for a pyramid head's blend
-        ``fused = net.compose(batch, weights, residual)`` of the normalised ``batch`` ``(1, N, *S)``."""
+        ``fused = net.compose(batch, weights, residual)`` of the normalised ``batch`` ``(1, N, *S)``.
+
+        Two stages, each taken only as far as needed: the input's share of the coarsest level (where an
+        oedema's brightness lives), then, for lesions too small for that level to hold (a few voxels), its
+        share of every level, up to the input itself. The blend is linear in its weights, so each stage is
+        a mixture of two fusions with a closed-form share (:func:`~napari_isfl.lesions.guard_share`).
+        """
         images = batch[0].float().cpu().numpy()
         brain = (images > BRAIN_THRESHOLD).any(axis=0)
         lesion = hyperintensity_mask(images[self.source], brain, self.top_percent)
         normal = normal_tissue(lesion, brain)
+
+        def contrast(image: torch.Tensor) -> float:
+            return region_contrast(image[0, 0].float().cpu().numpy(), lesion, normal)
+
         source = region_contrast(images[self.source], lesion, normal)
-        learned = region_contrast(fused[0, 0].float().cpu().numpy(), lesion, normal)
-        report = {"input": self.source, "ratio": self.ratio, "coarse_share": 0.0}
-        share = 0.0
-        if source > 0 and learned < self.ratio * source:  # falls short (False for NaN): try the full share
-            onehot = torch.zeros_like(weights[-1])
-            onehot[:, self.source] = 1.0
-            floored = net.compose(batch, weights[:-1] + [onehot], residual)
-            at_full_share = region_contrast(floored[0, 0].float().cpu().numpy(), lesion, normal)
-            share = guard_share(source, learned, at_full_share, self.ratio)
-            if share > 0:
-                # the blend is linear in its weights: the fusion at share s is this mixture (clamping aside)
-                fused = ((1.0 - share) * fused + share * floored).clamp(0.0, 1.0)
-                weights = weights[:-1] + [share * onehot + (1.0 - share) * weights[-1]]
-        kept = region_contrast(fused[0, 0].float().cpu().numpy(), lesion, normal) if share else learned
-        report |= {
-            "coarse_share": round(share, 4),
-            "kept_learned": round(learned / source, 4) if source > 0 else None,
-            "kept": round(kept / source, 4) if source > 0 else None,
-        }
+        learned = kept = contrast(fused)
+        dtype = fused.dtype
+        onehot = [torch.zeros_like(w) for w in weights]
+        for w in onehot:
+            w[:, self.source] = 1.0
+        shares = {"coarse_share": 0.0, "all_levels_share": 0.0}
+        stages = (
+            # stage 1: the coarsest level all the input's; stage 2: every level (the input itself)
+            ("coarse_share", lambda: net.compose(batch, weights[:-1] + onehot[-1:], residual), 1),
+            (
+                "all_levels_share",
+                lambda: batch[:, self.source : self.source + 1].to(dtype),
+                len(weights),
+            ),
+        )
+        for key, full_share_fusion, levels in stages:
+            if not (source > 0 and kept < self.ratio * source):  # kept enough (False for NaN: no lesion)
+                break
+            floored = full_share_fusion()
+            share = guard_share(source, kept, contrast(floored), self.ratio)
+            if share == 0:
+                break
+            # the fusion at share s is the mixture of the two fusions; so are its weights
+            fused = ((1.0 - share) * fused + share * floored).clamp(0.0, 1.0)
+            weights = weights[:-levels] + [
+                share * o + (1.0 - share) * w
+                for o, w in zip(onehot[-levels:], weights[-levels:], strict=True)
+            ]
+            shares[key] = round(share, 4)
+            kept = contrast(fused)
+        report = {"input": self.source, "ratio": self.ratio, **shares}
+        report["kept_learned"] = round(learned / source, 4) if source > 0 else None
+        report["kept"] = round(kept / source, 4) if source > 0 else None
         return fused, weights, report
 
 
