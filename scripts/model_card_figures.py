@@ -140,7 +140,11 @@ def figure_3d(model: str, output: Path) -> list[Path]:
         )
     for key, title, files, modalities, labels, mask_path in cases:
         arrays, normalised = _load(files, modalities)
-        result = fuse(arrays, modalities, model=model, device="cpu", stability=True, contributions=True)
+        # the files' names, as `isfl fuse` passes them: the lesion guard finds the FLAIR by them
+        names = [f.name for f in files]
+        result = fuse(
+            arrays, modalities, model=model, device="cpu", stability=True, contributions=True, names=names
+        )
         dwt = fuse_baseline("dwt", normalised)
         mask = None
         if mask_path is not None:  # the axial slice with the most lesion voxels
