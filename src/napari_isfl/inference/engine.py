@@ -96,13 +96,16 @@ class LesionGuard:
         source = region_contrast(images[self.source], lesion, normal)
         learned = kept = contrast(fused)
         dtype = fused.dtype
-        onehot = [torch.zeros_like(w) for w in weights]
-        for w in onehot:
-            w[:, self.source] = 1.0
+
+        def onehot(like: torch.Tensor) -> torch.Tensor:  # made only when a stage acts: they are volumes
+            weight = torch.zeros_like(like)
+            weight[:, self.source] = 1.0
+            return weight
+
         shares = {"coarse_share": 0.0, "all_levels_share": 0.0}
         stages = (
             # stage 1: the coarsest level all the input's; stage 2: every level (the input itself)
-            ("coarse_share", lambda: net.compose(batch, weights[:-1] + onehot[-1:], residual), 1),
+            ("coarse_share", lambda: net.compose(batch, weights[:-1] + [onehot(weights[-1])], residual), 1),
             (
                 "all_levels_share",
                 lambda: batch[:, self.source : self.source + 1].to(dtype),
@@ -118,10 +121,7 @@ class LesionGuard:
                 break
             # the fusion at share s is the mixture of the two fusions; so are its weights
             fused = ((1.0 - share) * fused + share * floored).clamp(0.0, 1.0)
-            weights = weights[:-levels] + [
-                share * o + (1.0 - share) * w
-                for o, w in zip(onehot[-levels:], weights[-levels:], strict=True)
-            ]
+            weights = weights[:-levels] + [share * onehot(w) + (1.0 - share) * w for w in weights[-levels:]]
             shares[key] = round(share, 4)
             kept = contrast(fused)
         report = {"input": self.source, "ratio": self.ratio, **shares}
