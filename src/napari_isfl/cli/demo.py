@@ -84,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     from ..normalization import normalize_intensity
     from ..samples import SAMPLES, sample_files
     from . import progress_line
+    from .fuse import describe_lesion_guard
 
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
@@ -130,6 +131,9 @@ def run(args: argparse.Namespace) -> int:
             f"{fused_path}, {stability_path} and {preview}",
             file=sys.stderr,
         )
+        guarded = describe_lesion_guard(result.provenance)
+        if guarded:
+            print(f"[{number}/{len(names)}] {guarded}", file=sys.stderr)
     print(f"demo finished in {time.perf_counter() - started:.0f} s; outputs in {output}", file=sys.stderr)
     return 0
 
