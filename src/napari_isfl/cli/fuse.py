@@ -162,7 +162,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="auto|off|N",
         help="keep the hyperintensities (oedema, MS plaques) of input N (1 = first; auto: the first MRI "
         "input whose file name says FLAIR) at least --lesion-guard-ratio as visible as there, by raising "
-        "its share of the coarsest blend level where the learned blend keeps less (default auto)",
+        "its share of the coarsest blend level (of every level for lesions of a few voxels) where the "
+        "learned blend keeps less (default auto); off: the learned blend as it is",
     )
     parser.add_argument(
         "--lesion-guard-ratio",

@@ -492,7 +492,7 @@ def resolve_lesion_guard(
     if not pyramid_head:
         raise ValueError(
             "lesion_guard needs a pyramid-head model (its fusion is a blend of the inputs); use "
-            "lesion_guard=None with this model"
+            "lesion_guard=None (isfl fuse --lesion-guard off) with this model"
         )
     return LesionGuard(int(choice), ratio)
 
