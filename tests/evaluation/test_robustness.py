@@ -390,8 +390,44 @@ def test_default_and_quick_options() -> None:
     assert default.families == list(PERTURBATIONS) and default.levels == [1, 2, 3]
     assert default.methods == ["isfl", "lp", "dwt", "gff"]
     assert default.cases == DEFAULT_CASES and default.crop_3d == DEFAULT_CROP_3D
+    assert default.lesion_guard == "auto"
+    assert options_from_args(parser.parse_args(["data", "--lesion-guard", "off"])).lesion_guard == "off"
     quick = options_from_args(parser.parse_args(["data", "--quick", "--baseline-model", "m.pt"]))
     assert quick.families == list(QUICK_FAMILIES) and quick.levels == [1, 3] and quick.cases == 2
     assert quick.methods == ["isfl", "isfl-noiv", "lp", "dwt", "gff"]
     explicit = options_from_args(parser.parse_args(["data", "--quick", "--levels", "2", "--cases", "0"]))
     assert explicit.levels == [2] and explicit.cases is None
+
+
+@pytest.mark.parametrize("guard", ["auto", "off"])
+def test_isfl_gets_the_file_names_and_the_guard_choice(monkeypatch, tmp_path: Path, models, guard) -> None:
+    """ISFL fuses every clean and perturbed stack as ``isfl fuse`` would: with the inputs' file names
+    (its lesion guard finds the FLAIR by name) and the benchmark's ``--lesion-guard`` choice."""
+    from napari_isfl.evaluation.evaluate import load_cases
+    from napari_isfl.inference import FusionEngine
+
+    for name, image in zip(("t1", "flair"), phantom_stack(SHAPE_3D, 2, seed=3, border=2), strict=True):
+        volume = nib.Nifti1Image(np.rint(image * 1000).astype(np.int16), np.eye(4))
+        nib.save(volume, tmp_path / f"{name}.nii.gz")
+    (tmp_path / "cases.csv").write_text("name,images,modalities\np,t1.nii.gz;flair.nii.gz,mri;mri\n")
+    calls = []
+    original = FusionEngine.fuse
+
+    def recording(self, images, modalities=None, **kwargs):
+        calls.append((kwargs.get("names"), kwargs.get("lesion_guard")))
+        return original(self, images, modalities, **kwargs)
+
+    monkeypatch.setattr(FusionEngine, "fuse", recording)
+    options = RobustnessOptions(
+        methods=["isfl", "lp"],
+        families=["bias_field"],
+        levels=[1],
+        model=str(models["3d"]),
+        crop_3d=16,
+        lesion_guard=guard,
+    )
+    rows, _ = run_robustness(load_cases(tmp_path / "cases.csv"), options)
+    assert len(rows) == 2 * (1 + 2)  # clean + bias field on each input, two methods
+    assert calls == [(["t1.nii.gz", "flair.nii.gz"], guard)] * 3  # ISFL only: clean + two targets
+    with pytest.raises(ValueError, match="--lesion-guard must be auto or off"):
+        RobustnessOptions(methods=["isfl"], families=["bias_field"], levels=[1], lesion_guard="on")

@@ -40,7 +40,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(
             f"--montage-case {options.montage_case} is out of range: {len(cases)} case(s) selected"
         )
-    runner = MethodRunner(options.methods, options.model, options.baseline_model, options.device)
+    runner = MethodRunner(
+        options.methods, options.model, options.baseline_model, options.device, options.lesion_guard
+    )
     load = " ".join(f"{v:.2f}" for v in os.getloadavg())
     started = time.perf_counter()
     say = None if args.quiet else (lambda text: print(text, file=sys.stderr, flush=True))

@@ -48,6 +48,7 @@ class RobustnessOptions:
     device: str = "cpu"
     montages: bool = True
     montage_case: int = 0
+    lesion_guard: str = "auto"
 
     def __post_init__(self) -> None:
         validate_options(self)
@@ -88,6 +89,8 @@ def validate_options(options: RobustnessOptions) -> None:
         raise ValueError(f"--seed must be >= 0, got {options.seed}")
     if options.montage_case < 0:
         raise ValueError(f"--montage-case must be >= 0, got {options.montage_case}")
+    if options.lesion_guard not in ("auto", "off"):
+        raise ValueError(f"--lesion-guard must be auto or off, got {options.lesion_guard!r}")
 
 
 def _split(text: str) -> list[str]:
@@ -144,6 +147,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-plots", action="store_true", help="write no plots")
     parser.add_argument(
+        "--lesion-guard",
+        choices=("auto", "off"),
+        default="auto",
+        help="ISFL's lesion guard as isfl fuse has it (auto, the default: acts on an input whose file name "
+        "says FLAIR) or off (the learned blend alone)",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help=f"a few minutes: {QUICK_CASES} cases, families {', '.join(QUICK_FAMILIES)}, levels "
@@ -187,4 +197,5 @@ def options_from_args(args: argparse.Namespace) -> RobustnessOptions:
         device=args.device,
         montages=not args.no_montages,
         montage_case=args.montage_case,
+        lesion_guard=getattr(args, "lesion_guard", "auto"),
     )

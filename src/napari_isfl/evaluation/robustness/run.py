@@ -91,6 +91,8 @@ class PreparedCase:
         box: where the crop lies in the images as read.
         labels: a short display name per input (the modality, plus the file's last name part when two
             inputs share a modality, e.g. ``MRI t1c``).
+        names: the inputs' file names, given to ISFL as ``isfl fuse`` gives them (its lesion guard finds
+            the FLAIR by name).
     """
 
     name: str
@@ -99,6 +101,7 @@ class PreparedCase:
     stack: np.ndarray
     box: tuple[slice, ...] = field(default_factory=tuple)
     labels: list[str] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
 
 
 def _display_path(path: Path | str) -> str:
@@ -201,7 +204,10 @@ def prepare_case(case: Case, crop_3d: int | None = DEFAULT_CROP_3D) -> PreparedC
         ]
     )
     cropped, box = crop_stack(stack, crop_3d)
-    return PreparedCase(case.name, case_task(case), list(case.modalities), cropped, box, input_labels(case))
+    names = [Path(p).name for p in case.images]
+    return PreparedCase(
+        case.name, case_task(case), list(case.modalities), cropped, box, input_labels(case), names
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -230,6 +236,7 @@ class MethodRunner:
         model: the ISFL model (``"default"``, a shipped name or a checkpoint path).
         baseline_model: the ISFL model trained without interventions (needed for ``isfl-noiv``).
         device: torch device for the ISFL models.
+        lesion_guard: ``"auto"`` (as ``isfl fuse``: acts when an input's name says FLAIR) or ``"off"``.
     """
 
     def __init__(
@@ -238,8 +245,10 @@ class MethodRunner:
         model: str = "default",
         baseline_model: str | None = None,
         device: str = "cpu",
+        lesion_guard: str = "auto",
     ) -> None:
         self.methods = list(methods)
+        self.lesion_guard = lesion_guard
         self.models = {"isfl": model, "isfl-noiv": baseline_model}
         self.device = device
         self._engines: dict[str, Any] = {}
@@ -254,12 +263,23 @@ class MethodRunner:
         self._loaded[method, spatial_dims] = self._engines[method].loaded_model(spatial_dims)
         return self._loaded[method, spatial_dims]
 
-    def fuse(self, method: str, stack: np.ndarray, modalities: Sequence[str]) -> np.ndarray:
-        """Fuse a normalised ``(N, *S)`` stack in ``[0, 1]``; returns a float32 image in ``[0, 1]``."""
+    def fuse(
+        self,
+        method: str,
+        stack: np.ndarray,
+        modalities: Sequence[str],
+        names: Sequence[str] | None = None,
+    ) -> np.ndarray:
+        """Fuse a normalised ``(N, *S)`` stack in ``[0, 1]``; returns a float32 image in ``[0, 1]``.
+        ``names`` (the inputs' file names) reach ISFL as ``isfl fuse`` passes them."""
         if method in ISFL_METHODS:
             self.loaded(method, stack.ndim - 1)
             result = self._engines[method].fuse(
-                list(_nudge_constant(stack)), list(modalities), normalization=[_NONE_SPEC] * len(stack)
+                list(_nudge_constant(stack)),
+                list(modalities),
+                normalization=[_NONE_SPEC] * len(stack),
+                names=list(names) if names else None,
+                lesion_guard=self.lesion_guard,
             )
             return result.fused
         return fuse_baseline(method, stack)
@@ -444,7 +464,9 @@ def run_robustness(
         the montage records (one per family, for case ``options.montage_case``, the last modality as
         target, the highest requested level) when ``options.montages``.
     """
-    runner = runner or MethodRunner(options.methods, options.model, options.baseline_model, options.device)
+    runner = runner or MethodRunner(
+        options.methods, options.model, options.baseline_model, options.device, options.lesion_guard
+    )
     rows: list[dict] = []
     montages: list[MontageRecord] = []
     started = time.perf_counter()
@@ -457,7 +479,7 @@ def run_robustness(
         sources = [to_uint8_scale(s) for s in stack]
         for method in options.methods:
             tic = time.perf_counter()
-            clean_fused[method] = runner.fuse(method, stack, case.modalities)
+            clean_fused[method] = runner.fuse(method, stack, case.modalities, case.names)
             seconds = time.perf_counter() - tic
             scored = to_uint8_scale(np.clip(clean_fused[method], 0.0, 1.0))
             clean_scores[method] = fusion_metrics(scored, sources, names=STANDARD_METRICS)
@@ -481,7 +503,7 @@ def run_robustness(
                     fused_by_method = {}
                     for method in options.methods:
                         tic = time.perf_counter()
-                        fused = runner.fuse(method, perturbed, case.modalities)
+                        fused = runner.fuse(method, perturbed, case.modalities, case.names)
                         seconds = time.perf_counter() - tic
                         fused_by_method[method] = fused
                         row = _base_row(case, method) | {
