@@ -128,9 +128,24 @@ def plot_front(
             ax.plot(
                 log[x_key][-1], log[y_key][-1], "o", markersize=11, fillstyle="none", color=line.get_color()
             )
-    for label, (x, y) in (marks or {}).items():
+    for x, y in (marks or {}).values():
         ax.plot(x, y, "*", markersize=14, color="k")
-        ax.annotate(label, (x, y), textcoords="offset points", xytext=(6, 6), fontsize=8)
+    left, right = ax.get_xlim()
+    bottom, top = ax.get_ylim()
+    for label, (x, y) in (marks or {}).items():
+        # labelled toward the middle of the plot, so a mark near an edge keeps its label inside the axes
+        on_left = x > left + 2 * (right - left) / 3
+        below = y > bottom + 2 * (top - bottom) / 3
+        ax.annotate(
+            label,
+            (x, y),
+            textcoords="offset points",
+            xytext=(-9 if on_left else 9, -9 if below else 9),
+            ha="right" if on_left else "left",
+            va="top" if below else "bottom",
+            fontsize=8,
+            bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.8},
+        )
     ax.axvline(BARS[tuple(x_key.split(" ", 1))], color="k", linestyle="--", linewidth=1)
     ax.axhline(BARS[tuple(y_key.split(" ", 1))], color="k", linestyle="--", linewidth=1)
     ax.set_xlabel(f"{x_key} (dashed: its bar)")
