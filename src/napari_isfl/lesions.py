@@ -34,6 +34,7 @@ from scipy import ndimage
 __all__ = [
     "FLAIR_HINTS",
     "GUARD_MARGIN",
+    "describe_lesion_guard",
     "guard_share",
     "hyperintensity_mask",
     "is_flair_name",
@@ -104,3 +105,20 @@ def guard_share(source: float, learned: float, floored: float, ratio: float) -> 
     if not np.isfinite(floored) or floored <= learned:
         return 0.0
     return float(min(1.0, (target - learned) / (floored - learned)))
+
+
+def describe_lesion_guard(provenance: dict) -> str | None:
+    """One line on what the lesion guard did (from a fusion's provenance), or ``None`` when it was off;
+    ``isfl fuse``, ``isfl demo`` and the napari widget's status line show it."""
+    report = provenance.get("parameters", {}).get("lesion_guard")
+    if not report or report.get("kept") is None:
+        return None
+    kept, learned = report["kept"], report["kept_learned"]
+    if report["coarse_share"] > 0:
+        every = report.get("all_levels_share", 0.0)
+        return (
+            f"lesion guard: {report['input']}'s share of the coarsest blend level raised to "
+            f"{report['coarse_share']:.2f}{f', of every level {every:.2f}' if every else ''}, keeping "
+            f"{kept:.2f} of its lesion contrast (learned blend: {learned:.2f})"
+        )
+    return f"lesion guard: the learned blend keeps {kept:.2f} of {report['input']}'s lesion contrast"

@@ -8,11 +8,12 @@ import torch
 from scipy import ndimage
 
 from core_helpers import SHAPES, save_tiny_checkpoint, tiny_net
-from napari_isfl.cli.fuse import describe_lesion_guard, parse_lesion_guard
+from napari_isfl.cli.fuse import parse_lesion_guard
 from napari_isfl.inference import fuse
 from napari_isfl.inference.engine import LesionGuard, resolve_lesion_guard
 from napari_isfl.lesions import (
     GUARD_MARGIN,
+    describe_lesion_guard,
     guard_share,
     hyperintensity_mask,
     is_flair_name,

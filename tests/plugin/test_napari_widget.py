@@ -101,6 +101,30 @@ def test_widget_fuses_through_the_manifest(
     assert widget.options()["lesion_guard"] is None
 
 
+def test_status_says_what_the_lesion_guard_did(make_napari_viewer, monkeypatch, tcga_crop_files, tmp_path):
+    """With a pyramid-head model the guard finds the FLAIR layer by name, and the status line and the
+    fused layer's provenance say what it did; with the box unticked neither mentions it."""
+    from core_helpers import save_tiny_checkpoint
+
+    monkeypatch.setenv(SYNC_ENV, "1")
+    viewer = make_napari_viewer()
+    t1c, flair = _open_crops(viewer, tcga_crop_files, "t1c", "flair")
+    widget = _open_widget(viewer)
+    widget.set_inputs([t1c, flair])
+    checkpoint = save_tiny_checkpoint(tmp_path / "pyramid3d.pt", 3, head="pyramid")
+    _use_checkpoint(widget, checkpoint, output_name="fused")
+
+    widget.run()
+    report = viewer.layers["fused"].metadata[METADATA_KEY]["parameters"]
+    assert report["lesion_guard"]["input"] == flair.name
+    assert widget.status.value.startswith("Fused") and ". Lesion guard: " in widget.status.value
+    assert f"{report['lesion_guard']['kept']:.2f}" in widget.status.value
+
+    widget.lesion_guard.value = False
+    widget.run()
+    assert widget.status.value.startswith("Fused") and "guard" not in widget.status.value.lower()
+
+
 def test_widget_runs_in_a_worker_with_progress(
     make_napari_viewer, qtbot, tcga_crop_files, tiny_checkpoint_3d
 ):

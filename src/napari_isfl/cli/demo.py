@@ -81,10 +81,10 @@ def run(args: argparse.Namespace) -> int:
     from .._optional import MissingDependencyError
     from ..inference import FusionEngine, fuse_files
     from ..io import read_image
+    from ..lesions import describe_lesion_guard
     from ..normalization import normalize_intensity
     from ..samples import SAMPLES, sample_files
     from . import progress_line
-    from .fuse import describe_lesion_guard
 
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)

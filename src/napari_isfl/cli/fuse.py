@@ -33,22 +33,6 @@ def parse_lesion_guard(text: str, count: int) -> int | str | None:
     return number - 1
 
 
-def describe_lesion_guard(provenance: dict) -> str | None:
-    """One line on what the lesion guard did, or ``None`` when it was off."""
-    report = provenance.get("parameters", {}).get("lesion_guard")
-    if not report or report.get("kept") is None:
-        return None
-    kept, learned = report["kept"], report["kept_learned"]
-    if report["coarse_share"] > 0:
-        every = report.get("all_levels_share", 0.0)
-        return (
-            f"lesion guard: {report['input']}'s share of the coarsest blend level raised to "
-            f"{report['coarse_share']:.2f}{f', of every level {every:.2f}' if every else ''}, keeping "
-            f"{kept:.2f} of its lesion contrast (learned blend: {learned:.2f})"
-        )
-    return f"lesion guard: the learned blend keeps {kept:.2f} of {report['input']}'s lesion contrast"
-
-
 def check_inputs(paths: Sequence[str]) -> None:
     """Cheap checks before torch loads: every input exists and is a file (or a folder: a DICOM series).
 
@@ -100,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
     )
     progress_line.close()
     if not args.quiet:
+        from ..lesions import describe_lesion_guard
+
         guarded = describe_lesion_guard(result.provenance)
         if guarded:
             print(guarded, file=sys.stderr)

@@ -57,6 +57,18 @@ def _sync_from_env() -> bool:
     return os.environ.get(SYNC_ENV, "").strip().lower() in ("1", "true", "yes")
 
 
+def _lesion_guard_line(outputs: Any) -> str | None:
+    """The lesion guard's line (:func:`~napari_isfl.lesions.describe_lesion_guard`) for a fusion's output
+    layers, from the provenance in the first one's metadata; ``None`` when the guard was off."""
+    from ..lesions import describe_lesion_guard
+    from .layers import METADATA_KEY
+
+    if not outputs:
+        return None
+    provenance = outputs[0][1].get("metadata", {}).get(METADATA_KEY) or {}
+    return describe_lesion_guard(provenance)
+
+
 def describe_error(error: BaseException, job: str = "fuse") -> str:
     """A one-line message for a failed job, with a hint where one helps."""
     text = str(error) or type(error).__name__
@@ -166,6 +178,9 @@ class FusionSession:
                 names = ", ".join(layer.name for layer in self.last_layers)
                 done = "Registered" if self.job == "register" else "Fused"
                 message = f"{done} in {outcome.seconds:.1f} s: {names}"
+                guarded = _lesion_guard_line(outcome.outputs) if self.job == "fuse" else None
+                if guarded:  # what the fusion did to the learned blend belongs in plain sight
+                    message = f"{message}. {guarded[0].upper()}{guarded[1:]}"
                 state = "done"
                 show_info(message)
             elif outcome.status == "cancelled":
