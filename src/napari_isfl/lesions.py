@@ -34,6 +34,7 @@ from scipy import ndimage
 __all__ = [
     "FLAIR_HINTS",
     "GUARD_MARGIN",
+    "coverage_mask",
     "describe_lesion_guard",
     "guard_share",
     "hyperintensity_mask",
@@ -50,6 +51,13 @@ def is_flair_name(name: str) -> bool:
     """Whether a file or layer name says FLAIR (one of :data:`FLAIR_HINTS` as a token)."""
     tokens = {t for t in re.split(r"[^a-z0-9]+", str(name).lower()) if t}
     return bool(tokens & set(FLAIR_HINTS))
+
+
+def coverage_mask(image: np.ndarray, threshold: float = 0.02) -> np.ndarray:
+    """Where a normalised input has data: its foreground (above ``threshold``) with enclosed holes filled
+    (a FLAIR's dark ventricles count as covered; a slab it did not image, open to the background, does
+    not)."""
+    return ndimage.binary_fill_holes(np.asarray(image) > threshold)
 
 
 def hyperintensity_mask(flair: np.ndarray, brain: np.ndarray, top_percent: float = 5.0) -> np.ndarray:

@@ -13,6 +13,7 @@ from napari_isfl.inference import fuse
 from napari_isfl.inference.engine import LesionGuard, resolve_lesion_guard
 from napari_isfl.lesions import (
     GUARD_MARGIN,
+    coverage_mask,
     describe_lesion_guard,
     guard_share,
     hyperintensity_mask,
@@ -162,6 +163,37 @@ def test_guarded_fusion_is_the_blend_of_its_weights() -> None:
     for level in guarded_weights:
         torch.testing.assert_close(level.sum(dim=1), torch.ones_like(level[:, 0]))
     torch.testing.assert_close(guarded, recomposed, atol=2e-3, rtol=0)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_guard_leaves_what_the_flair_does_not_cover_to_the_learned_blend(dims: int) -> None:
+    """A FLAIR missing a slab (partial coverage): the guard measures and raises its share only where it
+    has data, so deep in the slab the fusion is the learned blend (the T1 fills it), not the FLAIR's
+    zeros; and the contrast kept is measured on the covered brain."""
+    torch.manual_seed(0)
+    net = tiny_net(dims, head="pyramid").eval()
+    shape = (1, 2) + (48, 40, 36)[:dims]
+    batch = torch.rand(shape) * 0.2 + 0.4
+    batch[0, 0] += 0.3  # T1 brighter than the FLAIR in normal tissue
+    batch[(0, 1) + tuple(slice(n // 4, n // 2) for n in shape[2:])] = 0.95  # a large hyperintensity
+    batch[0, 1, 30:] = 0.0  # the FLAIR does not cover the last 18 slices
+    with torch.no_grad():
+        weights = list(net.blend_maps(batch, torch.tensor([0, 0]))["weights"])
+        fused = net.compose(batch, weights)
+        guarded, guarded_weights, report = LesionGuard(1, ratio=0.95).apply(net, batch, weights, None, fused)
+    assert report["coarse_share"] > 0 and report["kept"] >= 0.95
+    deep = (0, 0, slice(40, None))  # 10 slices from the FLAIR's edge: beyond the coarsest level's blur
+    torch.testing.assert_close(guarded[deep], fused[deep], atol=1e-5, rtol=0)
+    assert not torch.allclose(guarded[0, 0, :26], fused[0, 0, :26])  # the covered part is guarded
+    torch.testing.assert_close(guarded, net.compose(batch, guarded_weights), atol=2e-3, rtol=0)
+
+
+def test_coverage_fills_enclosed_holes_only() -> None:
+    flair = np.full((20, 20, 20), 0.5)
+    flair[8:12, 8:12, 8:12] = 0.0  # dark ventricles inside the brain: covered
+    flair[:, :, 16:] = 0.0  # a slab never imaged, open to the array's border: not covered
+    covered = coverage_mask(flair)
+    assert covered[9, 9, 9] and not covered[:, :, 16:].any() and covered[:, :, :16].all()
 
 
 @pytest.mark.parametrize("dims", [2, 3])

@@ -22,7 +22,15 @@ from scipy import ndimage
 from .. import __version__
 from ..device import select_device
 from ..io import split_colour, ycbcr_to_rgb
-from ..lesions import guard_share, hyperintensity_mask, is_flair_name, normal_tissue, region_contrast
+from ..lesions import (
+    coverage_mask,
+    guard_share,
+    hyperintensity_mask,
+    is_flair_name,
+    normal_tissue,
+    region_contrast,
+)
+from ..model import pyramid
 from ..model.checkpoint import LoadedModel, load_model
 from ..normalization import IntensitySpec, guess_modality, looks_like_hounsfield, normalize_intensity
 from ..spatial import foreground_box
@@ -56,6 +64,11 @@ class LesionGuard:
     raised to the least value that keeps ``ratio`` (the blend stays convex, finer levels stay as learned),
     and if that is not enough (a lesion of a few voxels), its share of every level: the T1-weighted anatomy
     the model prefers cannot wash out an oedema or an MS plaque.
+
+    Both the measurement and the raised share stay inside the input's own coverage (its foreground with
+    the holes filled, :func:`~napari_isfl.lesions.coverage_mask`): where a FLAIR has no data (a slab it
+    did not cover), the other inputs fill the fusion as the learned blend has them, instead of the
+    FLAIR's zeros being pulled in.
     """
 
     source: int
@@ -86,7 +99,8 @@ class LesionGuard:
         a mixture of two fusions with a closed-form share (:func:`~napari_isfl.lesions.guard_share`).
         """
         images = batch[0].float().cpu().numpy()
-        brain = (images > BRAIN_THRESHOLD).any(axis=0)
+        covered = coverage_mask(images[self.source], BRAIN_THRESHOLD)
+        brain = (images > BRAIN_THRESHOLD).any(axis=0) & covered
         lesion = hyperintensity_mask(images[self.source], brain, self.top_percent)
         normal = normal_tissue(lesion, brain)
 
@@ -97,10 +111,16 @@ class LesionGuard:
         learned = kept = contrast(fused)
         dtype = fused.dtype
 
+        # the input's coverage at every pyramid level (blurred where it ends): the most its share may take
+        reach = pyramid.gaussian_pyramid(
+            torch.from_numpy(covered[None, None].astype(np.float32)).to(weights[0].device), len(weights)
+        )
+
         def onehot(like: torch.Tensor) -> torch.Tensor:  # made only when a stage acts: they are volumes
             weight = torch.zeros_like(like)
             weight[:, self.source] = 1.0
-            return weight
+            level = next(r for r in reach if r.shape[2:] == like.shape[2:])
+            return level * weight + (1.0 - level) * like  # the input's own where it has data
 
         shares = {"coarse_share": 0.0, "all_levels_share": 0.0}
         stages = (
@@ -108,7 +128,7 @@ class LesionGuard:
             ("coarse_share", lambda: net.compose(batch, weights[:-1] + [onehot(weights[-1])], residual), 1),
             (
                 "all_levels_share",
-                lambda: batch[:, self.source : self.source + 1].to(dtype),
+                lambda: net.compose(batch, [onehot(w) for w in weights], residual).to(dtype),
                 len(weights),
             ),
         )
