@@ -111,12 +111,12 @@ class LesionGuard:
         learned = kept = contrast(fused)
         dtype = fused.dtype
 
-        # the input's coverage at every pyramid level (blurred where it ends): the most its share may take
-        reach = pyramid.gaussian_pyramid(
-            torch.from_numpy(covered[None, None].astype(np.float32)).to(weights[0].device), len(weights)
-        )
+        reach: list[torch.Tensor] = []  # the coverage at every pyramid level, made when a stage acts
 
         def onehot(like: torch.Tensor) -> torch.Tensor:  # made only when a stage acts: they are volumes
+            if not reach:  # blurred where the coverage ends: the most the input's share may take there
+                mask = torch.from_numpy(covered[None, None].astype(np.float32)).to(like.device)
+                reach.extend(pyramid.gaussian_pyramid(mask, len(weights)))
             weight = torch.zeros_like(like)
             weight[:, self.source] = 1.0
             level = next(r for r in reach if r.shape[2:] == like.shape[2:])
