@@ -77,13 +77,13 @@ def _fuse(
     normalised: np.ndarray,
     modalities: list[str],
     engines,
-    window: dict,
+    isfl_options: dict,
     names: list[str],
 ) -> tuple[np.ndarray, dict]:
     """A method's fusion and (for ISFL) its provenance. ``names`` (the files'): ISFL's lesion guard finds
     the FLAIR by them, as ``isfl fuse`` does."""
     if method == "isfl":
-        result = engines["isfl"].fuse(arrays, modalities, names=names, **window)
+        result = engines["isfl"].fuse(arrays, modalities, names=names, **isfl_options)
         return result.fused, result.provenance
     if method == "isfl-2.5d":
         if normalised.ndim != 4:
@@ -131,7 +131,7 @@ def evaluate(
         from ..inference import FusionEngine
 
         engines = {"isfl": FusionEngine(model, device), "isfl-2.5d": FusionEngine(model_2d, device)}
-    window = {"roi_size": roi_size, "overlap": overlap, "lesion_guard": lesion_guard}
+    isfl_options = {"roi_size": roi_size, "overlap": overlap, "lesion_guard": lesion_guard}
     rows: list[dict] = []
     montages: dict[str, int] = {}
     for index, case in enumerate(cases):
@@ -156,7 +156,13 @@ def evaluate(
         for method in methods:
             started = time.perf_counter()
             fused, provenance = _fuse(
-                method, arrays, normalised, list(case.modalities), engines, window, [d.name for d in data]
+                method,
+                arrays,
+                normalised,
+                list(case.modalities),
+                engines,
+                isfl_options,
+                [d.name for d in data],
             )
             seconds = time.perf_counter() - started
             fused_by_method[method] = fused

@@ -109,39 +109,32 @@ class LesionGuard:
 
         source = region_contrast(images[self.source], lesion, normal)
         learned = kept = contrast(fused)
-        dtype = fused.dtype
-
         reach: list[torch.Tensor] = []  # the coverage at every pyramid level, made when a stage acts
 
-        def onehot(like: torch.Tensor) -> torch.Tensor:  # made only when a stage acts: they are volumes
-            if not reach:  # blurred where the coverage ends: the most the input's share may take there
-                mask = torch.from_numpy(covered[None, None].astype(np.float32)).to(like.device)
+        def own_weights(level: int) -> torch.Tensor:
+            """Level ``level``'s weights with the input's share at 1 where it has data (its coverage,
+            blurred where it ends, at that level) and the learned weights elsewhere."""
+            if not reach:
+                mask = torch.from_numpy(covered[None, None].astype(np.float32)).to(weights[0].device)
                 reach.extend(pyramid.gaussian_pyramid(mask, len(weights)))
-            weight = torch.zeros_like(like)
-            weight[:, self.source] = 1.0
-            level = next(r for r in reach if r.shape[2:] == like.shape[2:])
-            return level * weight + (1.0 - level) * like  # the input's own where it has data
+            onehot = torch.zeros_like(weights[level])
+            onehot[:, self.source] = 1.0
+            return reach[level] * onehot + (1.0 - reach[level]) * weights[level]
 
         shares = {"coarse_share": 0.0, "all_levels_share": 0.0}
-        stages = (
-            # stage 1: the coarsest level all the input's; stage 2: every level (the input itself)
-            ("coarse_share", lambda: net.compose(batch, weights[:-1] + [onehot(weights[-1])], residual), 1),
-            (
-                "all_levels_share",
-                lambda: net.compose(batch, [onehot(w) for w in weights], residual).to(dtype),
-                len(weights),
-            ),
-        )
-        for key, full_share_fusion, levels in stages:
+        # stage 1: the coarsest level the input's own; stage 2: every level (the input itself)
+        for key, first in (("coarse_share", len(weights) - 1), ("all_levels_share", 0)):
             if not (source > 0 and kept < self.ratio * source):  # kept enough (False for NaN: no lesion)
                 break
-            floored = full_share_fusion()
+            own = [own_weights(level) for level in range(first, len(weights))]
+            floored = net.compose(batch, weights[:first] + own, residual)
             share = guard_share(source, kept, contrast(floored), self.ratio)
             if share == 0:
                 break
-            # the fusion at share s is the mixture of the two fusions; so are its weights
+            # the blend is linear in its weights: the fusion at share s is the mixture of the two fusions
             fused = ((1.0 - share) * fused + share * floored).clamp(0.0, 1.0)
-            weights = weights[:-levels] + [share * onehot(w) + (1.0 - share) * w for w in weights[-levels:]]
+            mixed = [share * o + (1.0 - share) * w for o, w in zip(own, weights[first:], strict=True)]
+            weights = weights[:first] + mixed
             shares[key] = round(share, 4)
             kept = contrast(fused)
         report = {"input": self.source, "ratio": self.ratio, **shares}
