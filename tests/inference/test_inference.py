@@ -19,7 +19,7 @@ from core_helpers import (
     save_tiny_checkpoint,
 )
 from napari_isfl.device import select_device
-from napari_isfl.inference import FusionCancelled, fuse
+from napari_isfl.inference import FusionCancelled, FusionEngine, fuse
 from napari_isfl.inference.windows import count_windows, parse_patch_size, resolve_roi_size
 from napari_isfl.model.checkpoint import CheckpointError, load_model
 from napari_isfl.normalization import IntensitySpec, normalize_intensity
@@ -47,9 +47,11 @@ def ckpt(tmp_path_factory: pytest.TempPathFactory):
 def _direct(path: Path, images: list[np.ndarray], tags: list[str]) -> np.ndarray:
     """The network called directly on the normalised stack (what a single window must reproduce).
 
-    The tiny checkpoints carry the default normalisation, so the default rule of each tag applies.
+    The tiny checkpoints carry the default normalisation, so the default rule of each tag applies. The
+    network comes as the engine prepares it (3D: channels-last weights on the CPU), so the rounding is
+    the same.
     """
-    loaded = load_model(path, images[0].ndim)
+    loaded = FusionEngine(path, "cpu").loaded_model(images[0].ndim)
     stack = np.stack([normalize_intensity(im, t)[0] for im, t in zip(images, tags, strict=True)])
     with torch.no_grad():
         return loaded.network(torch.from_numpy(stack)[None], tags)[0, 0].numpy()

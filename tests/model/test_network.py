@@ -172,12 +172,22 @@ def test_init_args_rebuild_the_same_network() -> None:
     assert shapes == {k: v.shape for k, v in rebuilt.state_dict().items()}
 
 
-def test_chunked_attention_equals_unchunked() -> None:
-    """The query-chunked attention (used on large volumes) equals the one-piece computation."""
+@pytest.mark.parametrize(("channels", "width"), [(8, 11), (8, 8), (12, 5)])
+def test_attention_equals_the_explicit_product(channels: int, width: int) -> None:
+    """The fused attention (queries and keys zero-padded to the values' width, or the values to theirs)
+    gives softmax(q k^T) v, and the same gradients, whatever the value width."""
     generator = torch.Generator().manual_seed(0)
-    query, key_t = torch.randn(2, 37, 8, generator=generator), torch.randn(2, 8, 5, generator=generator)
-    value = torch.randn(2, 5, 11, generator=generator)
-    torch.testing.assert_close(_attend(query, key_t, value, chunk=6), _attend(query, key_t, value))
+    query = torch.randn(2, 37, channels, generator=generator, requires_grad=True)
+    key_t = torch.randn(2, channels, 5, generator=generator, requires_grad=True)
+    value = torch.randn(2, 5, width, generator=generator, requires_grad=True)
+    fused = _attend(query, key_t, value)
+    explicit = torch.softmax(query @ key_t, dim=-1) @ value
+    torch.testing.assert_close(fused, explicit)
+    upstream = torch.randn(explicit.shape, generator=generator)
+    grads = torch.autograd.grad((fused * upstream).sum(), (query, key_t, value))
+    expected = torch.autograd.grad((explicit * upstream).sum(), (query, key_t, value))
+    for got, want in zip(grads, expected, strict=True):
+        torch.testing.assert_close(got, want)
 
 
 @pytest.mark.parametrize(("dims", "shape"), [(2, (1, 1)), (2, (3, 2)), (3, (1, 2, 3)), (3, (5, 1, 1))])
