@@ -174,8 +174,8 @@ def test_init_args_rebuild_the_same_network() -> None:
 
 @pytest.mark.parametrize(("channels", "width"), [(8, 11), (8, 8), (12, 5)])
 def test_attention_equals_the_explicit_product(channels: int, width: int) -> None:
-    """The fused attention (queries and keys zero-padded to the values' width, or the values to theirs)
-    gives softmax(q k^T) v, and the same gradients, whatever the value width."""
+    """The fused attention (queries, keys and values zero-padded to one width, a multiple of 8) gives
+    softmax(q k^T) v, in one piece or in query chunks, and the same gradients, whatever the widths."""
     generator = torch.Generator().manual_seed(0)
     query = torch.randn(2, 37, channels, generator=generator, requires_grad=True)
     key_t = torch.randn(2, channels, 5, generator=generator, requires_grad=True)
@@ -183,6 +183,7 @@ def test_attention_equals_the_explicit_product(channels: int, width: int) -> Non
     fused = _attend(query, key_t, value)
     explicit = torch.softmax(query @ key_t, dim=-1) @ value
     torch.testing.assert_close(fused, explicit)
+    torch.testing.assert_close(_attend(query, key_t, value, chunk=6), explicit)  # query chunks
     upstream = torch.randn(explicit.shape, generator=generator)
     grads = torch.autograd.grad((fused * upstream).sum(), (query, key_t, value))
     expected = torch.autograd.grad((explicit * upstream).sum(), (query, key_t, value))
