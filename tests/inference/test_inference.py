@@ -88,6 +88,22 @@ def test_single_window_equals_network_call(ckpt, shape: tuple[int, ...]) -> None
         np.testing.assert_array_equal(result.fused, direct)
 
 
+def test_channels_last_3d_network_fuses_as_the_default_layout(ckpt, monkeypatch) -> None:
+    """The engine keeps a 3D network's weights channels-last on the CPU (faster convolutions); the fusion
+    and the contribution maps are those of the default layout up to float rounding."""
+    images = phantom_stack(SHAPE_3D, 2, seed=5)
+    engine = FusionEngine(ckpt(3), "cpu")
+    fast = engine.fuse(images, ["mri", "ct"], roi_size=16, contributions=True)
+    convs = [m.weight for m in engine.loaded_model(3).network.modules() if isinstance(m, torch.nn.Conv3d)]
+    mixing = [w for w in convs if w.shape[1] > 1 and w.shape[2] > 1]  # where the two layouts differ
+    assert mixing and all(w.is_contiguous(memory_format=torch.channels_last_3d) for w in mixing)
+    assert not any(w.is_contiguous() for w in mixing)
+    monkeypatch.setattr("napari_isfl.inference.engine._channels_last_on_cpu", lambda *args: None)
+    plain = FusionEngine(ckpt(3), "cpu").fuse(images, ["mri", "ct"], roi_size=16, contributions=True)
+    np.testing.assert_allclose(fast.fused, plain.fused, atol=1e-5)
+    np.testing.assert_allclose(fast.contributions, plain.contributions, atol=1e-5)
+
+
 def _window_slices(shape: tuple[int, ...], roi: tuple[int, ...], overlap: float, multiple: int) -> list:
     """The windows ``fuse`` runs (grid-aligned sizes and steps, as MONAI enumerates them)."""
     from monai.data.utils import dense_patch_slices
