@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["select_device"]
+__all__ = ["fast_cpu_layout", "select_device"]
 
 
 def select_device(device: str | torch.device = "auto") -> torch.device:
@@ -34,3 +34,12 @@ def select_device(device: str | torch.device = "auto") -> torch.device:
     elif chosen.type not in ("cpu", "cuda", "mps"):
         raise ValueError(f"unsupported device {name!r}; use auto, cpu, cuda, cuda:N or mps")
     return chosen
+
+
+def fast_cpu_layout(network: torch.nn.Module, device: torch.device, spatial_dims: int) -> None:
+    """Store a 3D network's weights channels-last on the CPU, where oneDNN's 3D convolutions then run
+    channels-last: about 20 % faster per inference window batch and 30 % per training step (forward and
+    backward) of 4 32^3 crops on 2 threads, the same results up to float rounding (BENCHMARKS). 2D gained
+    nothing measurable; CUDA and MPS are left as they are."""
+    if device.type == "cpu" and spatial_dims == 3:
+        network.to(memory_format=torch.channels_last_3d)

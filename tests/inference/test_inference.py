@@ -98,7 +98,7 @@ def test_channels_last_3d_network_fuses_as_the_default_layout(ckpt, monkeypatch)
     mixing = [w for w in convs if w.shape[1] > 1 and w.shape[2] > 1]  # where the two layouts differ
     assert mixing and all(w.is_contiguous(memory_format=torch.channels_last_3d) for w in mixing)
     assert not any(w.is_contiguous() for w in mixing)
-    monkeypatch.setattr("napari_isfl.inference.engine._channels_last_on_cpu", lambda *args: None)
+    monkeypatch.setattr("napari_isfl.inference.engine.fast_cpu_layout", lambda *args: None)
     plain = FusionEngine(ckpt(3), "cpu").fuse(images, ["mri", "ct"], roi_size=16, contributions=True)
     np.testing.assert_allclose(fast.fused, plain.fused, atol=1e-5)
     np.testing.assert_allclose(fast.contributions, plain.contributions, atol=1e-5)

@@ -79,6 +79,16 @@ def test_round_trip(tmp_path: Path, kwargs: dict) -> None:
     assert len(loaded.sha256) == 64 and loaded.name == "model.pt" and loaded.spatial_dims == dims
 
 
+def test_a_channels_last_network_saves_the_default_layout(tmp_path: Path) -> None:
+    """A 3D network trained channels-last on the CPU writes contiguous tensors with the same values, so
+    the file does not depend on the layout it was trained in."""
+    net = tiny_net(3).to(memory_format=torch.channels_last_3d)
+    path = save_checkpoint(tmp_path / "model.pt", net)
+    saved = _payload(path)["state_dict"]
+    assert all(tensor.is_contiguous() for tensor in saved.values())
+    assert all(torch.equal(saved[k], v) for k, v in net.state_dict().items())
+
+
 def test_normalisation_rules_travel(tmp_path: Path) -> None:
     """The intensity rules stored with the model come back as IntensitySpec objects."""
     specs = {"mri": IntensitySpec("percentile", 1.0, 99.0), "ct": IntensitySpec("window", -100.0, 300.0)}

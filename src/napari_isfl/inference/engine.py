@@ -20,7 +20,7 @@ import torch
 from scipy import ndimage
 
 from .. import __version__
-from ..device import select_device
+from ..device import fast_cpu_layout, select_device
 from ..io import split_colour, ycbcr_to_rgb
 from ..lesions import (
     coverage_mask,
@@ -171,14 +171,6 @@ class FusionResult:
     fused_rgb: np.ndarray | None = None
 
 
-def _channels_last_on_cpu(net: torch.nn.Module, device: torch.device, spatial_dims: int) -> None:
-    """Store a 3D network's weights channels-last on the CPU: oneDNN's 3D convolutions then run
-    channels-last, about 20 % faster per 32^3 window batch on 2 threads (fusion weights within 2e-5 of
-    the default layout; ``benchmarks/speed.py``). 2D gained nothing measurable, CUDA is left as it is."""
-    if device.type == "cpu" and spatial_dims == 3:
-        net.to(memory_format=torch.channels_last_3d)
-
-
 class FusionEngine:
     """A fusion session: one model (loaded once per input dimensionality) on one device.
 
@@ -230,11 +222,11 @@ class FusionEngine:
                     f"{spatial_dims}D"
                 )
             self.model.network.to(self.device).eval()
-            _channels_last_on_cpu(self.model.network, self.device, spatial_dims)
+            fast_cpu_layout(self.model.network, self.device, spatial_dims)
             return self.model
         if spatial_dims not in self._loaded:
             loaded = load_model(str(self.model), spatial_dims, self.device)
-            _channels_last_on_cpu(loaded.network, self.device, spatial_dims)
+            fast_cpu_layout(loaded.network, self.device, spatial_dims)
             self._loaded[spatial_dims] = loaded
         return self._loaded[spatial_dims]
 

@@ -116,7 +116,8 @@ def save_checkpoint(
         "data_hash": data_hash or "",
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "metrics": metrics or {},
-        "state_dict": {k: v.detach().cpu() for k, v in network.state_dict().items()},
+        # contiguous: the file does not depend on the layout the weights were trained in
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()},
     }
     if extra:
         payload.update(extra)

@@ -314,7 +314,7 @@ def train(
     seed = int(run_cfg.seed)
     if run_cfg.threads:
         torch.set_num_threads(int(run_cfg.threads))
-    from ..device import select_device
+    from ..device import fast_cpu_layout, select_device
 
     device = select_device(run_cfg.device)
     if device.type == "cuda" and world > 1:
@@ -331,6 +331,8 @@ def train(
     network = ISFLNet(**dataclasses.asdict(config.model)).to(device)
     if run_cfg.init:  # fine-tune: start from a model checkpoint's weights with a fresh optimizer
         _initialise_from(network, run_cfg.init)
+    if world == 1:  # (DDP's gradient buckets expect the default layout)
+        fast_cpu_layout(network, device, network.spatial_dims)
     criterion = ISFLLoss(network.spatial_dims, config.loss).to(device)
     interventions = Interventions(config.interventions)
     optimizer = torch.optim.AdamW(network.parameters(), lr=optim_cfg.lr, weight_decay=optim_cfg.weight_decay)
