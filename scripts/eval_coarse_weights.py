@@ -19,7 +19,8 @@ every level except the ``--coarse-levels`` coarsest, which are changed in one of
 
 * ``--coverage-rule``: at every level (not only the coarse ones), where an input has no data (outside its
   coverage, :func:`napari_isfl.lesions.coverage_mask`, blurred by the level's Gaussian pyramid) its share
-  goes to the inputs that have; unchanged where all or none have ("A coverage rule" in docs/ABLATION.md):
+  goes to the inputs that have; unchanged where all or none have ("Three probes on that pair" in
+  docs/ABLATION.md):
 
       python scripts/eval_coarse_weights.py --coverage-rule evaluate configs/volumes12_val.csv \\
           --data-root ../shared/data --method isfl --model isfl-3d --output runs/eval/coverage_rule

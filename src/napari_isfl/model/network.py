@@ -89,9 +89,8 @@ def _attend(
     query = F.pad(query, (0, width - query.shape[-1]))[:, None]
     key = F.pad(key_t.transpose(1, 2), (0, width - key_t.shape[1]))[:, None]
     padded = F.pad(value, (0, width - value.shape[-1]))[:, None]
-    attended = torch.cat(
-        [F.scaled_dot_product_attention(q, key, padded, scale=1.0) for q in query.split(chunk, dim=2)], dim=2
-    )
+    parts = [F.scaled_dot_product_attention(q, key, padded, scale=1.0) for q in query.split(chunk, dim=2)]
+    attended = parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)  # one chunk: no copy
     return attended[:, 0, :, : value.shape[-1]]
 
 
